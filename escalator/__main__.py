@@ -1,0 +1,7 @@
+"""``python -m escalator``."""
+
+import sys
+
+from escalator.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The pure core of escalator: escalations, their states, and their task attributes."""

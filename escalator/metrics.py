@@ -1,0 +1,49 @@
+"""Prometheus metrics, in a registry of their own per service instance (no globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """Every metric escalator exports."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.escalations_received = Counter(
+            "escalator_escalations_received",
+            "Escalations acknowledged, by whether they were new.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.tasks_created = Counter(
+            "escalator_tasks_created",
+            "TaskRouter tasks created or adopted for escalations.",
+            ["how"],
+            registry=self.registry,
+        )
+        self.task_create_failures = Counter(
+            "escalator_task_create_failures",
+            "Failed attempts to create a task, by kind and Twilio code.",
+            ["kind", "code"],
+            registry=self.registry,
+        )
+        self.outbox_backlog = Gauge(
+            "escalator_outbox_backlog",
+            "Side effects acknowledged but not yet carried out.",
+            registry=self.registry,
+        )
+        self.time_to_task = Histogram(
+            "escalator_time_to_task_seconds",
+            "From acknowledgement to the task existing in TaskRouter.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.store_unavailable = Counter(
+            "escalator_store_unavailable",
+            "Requests or loop turns that found the database unavailable.",
+            ["where"],
+            registry=self.registry,
+        )

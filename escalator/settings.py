@@ -1,0 +1,114 @@
+"""Every knob of escalator, from the environment (``ESCALATOR_*``, ``TWILIO_*``), read once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from escalator.errors import ConfigurationError
+
+__all__ = ["Settings", "load_settings"]
+
+_SQLITE = re.compile(r"^sqlite(\+aiosqlite)?:///.+")
+_POSTGRES = re.compile(r"^postgres(ql)?(\+asyncpg)?://")
+
+
+class Settings(BaseSettings):
+    """Escalator's configuration; see API.md for the meaning of each variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ESCALATOR_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    database_url: str = "sqlite:///escalator.db"
+    routing_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = None
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    twilio_account_sid: str | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "twilio_account_sid")
+    )
+    twilio_auth_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "twilio_auth_token")
+    )
+    workspace_sid: str | None = Field(default=None, pattern=r"^WS[0-9a-fA-F]{32}$")
+    workflow_sid: str | None = Field(default=None, pattern=r"^WW[0-9a-fA-F]{32}$")
+    taskrouter_url: str = "https://taskrouter.twilio.com"
+    log_format: Literal["console", "json"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    sqlite_synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
+    max_body_bytes: int = Field(default=65_536, ge=1_024, le=10_485_760)
+    dispatch_interval: float = Field(default=0.5, gt=0, le=60)
+    dispatch_batch: int = Field(default=20, ge=1, le=500)
+    dispatch_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    twilio_timeout: float = Field(default=10.0, gt=0, le=120)
+    retry_max_backoff: float = Field(default=60.0, gt=0, le=3600)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if any(len(key.get_secret_value()) < 16 for key in value):
+            raise ValueError("each API key must be at least 16 characters long")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not (_SQLITE.match(value) or _POSTGRES.match(value)):
+            raise ValueError("expected sqlite:///PATH or postgresql://user@host:port/db")
+        return value
+
+    @field_validator("public_url", "taskrouter_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @property
+    def effective_public_url(self) -> str:
+        """The URL Twilio calls us at: ``ESCALATOR_PUBLIC_URL`` or ``http://HOST:PORT``."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _variable_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"ESCALATOR_{field.upper()}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read settings from ``environ`` (default: the process environment); one readable error."""
+    try:
+        if environ is None:
+            return Settings(**overrides)  # type: ignore[arg-type]
+        prefixed = {
+            key: value
+            for key, value in environ.items()
+            if key.startswith(("ESCALATOR_", "TWILIO_"))
+        }
+        values: dict[str, object] = {}
+        for key, value in prefixed.items():
+            name = key.removeprefix("ESCALATOR_").lower() if key.startswith("ESCALATOR_") else key
+            values[name] = value
+        values.update(overrides)
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        raise ConfigurationError(f"{_variable_name(field)}: {first['msg']}") from None

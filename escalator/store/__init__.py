@@ -1,0 +1,79 @@
+"""Persistence behind one interface: SQLite (embedded default) and PostgreSQL (replicas)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from escalator.domain.escalation import Escalation
+from escalator.domain.ids import EscalationId, OutboxId
+
+__all__ = ["CREATE_TASK", "OutboxItem", "Store"]
+
+CREATE_TASK = "create_task"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A side effect owed to TaskRouter, leased by one dispatcher at a time."""
+
+    id: OutboxId
+    escalation_id: EscalationId
+    kind: str
+    attempts: int
+    ambiguous: bool
+    due_at: datetime
+
+
+class Store(Protocol):
+    """What the service needs from a database."""
+
+    async def create_escalation(self, escalation: Escalation) -> tuple[Escalation, bool]:
+        """Insert an escalation and its outbox row in one transaction.
+
+        Returns the stored escalation and True, or the conversation's open escalation and False.
+        """
+        ...
+
+    async def get_escalation(self, escalation_id: EscalationId) -> Escalation | None:
+        """The escalation with its history, or None."""
+        ...
+
+    async def lease_outbox(
+        self, *, owner: str, now: datetime, lease_for: timedelta, limit: int
+    ) -> list[OutboxItem]:
+        """Lease up to ``limit`` due outbox rows whose lease is free or expired."""
+        ...
+
+    async def complete_outbox(
+        self, item: OutboxItem, *, owner: str, previous: Escalation, current: Escalation
+    ) -> bool:
+        """Save the escalation's new state and drop the outbox row, if we still hold the lease."""
+        ...
+
+    async def retry_outbox(
+        self, item: OutboxItem, *, owner: str, due_at: datetime, error: str, ambiguous: bool
+    ) -> None:
+        """Give the row back, due again at ``due_at``, remembering what went wrong."""
+        ...
+
+    async def release_leases(self, *, owner: str) -> int:
+        """Release every lease ``owner`` holds (on shutdown), so another process takes over."""
+        ...
+
+    async def outbox_backlog(self) -> int:
+        """How many side effects are still owed."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        ...
+
+    async def schema_is_current(self) -> bool:
+        """Whether the schema is at the revision this code expects."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connections."""
+        ...

@@ -1,0 +1,67 @@
+"""Database engines: the URL a user gives, turned into a tuned async SQLAlchemy engine."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+__all__ = ["WRITE", "async_url", "create_engine"]
+
+# Execution option that makes a SQLite transaction take the write lock up front.
+WRITE = {"escalator_write": True}
+
+
+def async_url(url: str) -> str:
+    """``sqlite:///x`` or ``postgresql://…`` as the async driver URL SQLAlchemy needs."""
+    if url.startswith("sqlite:"):
+        return url.replace("sqlite:", "sqlite+aiosqlite:", 1)
+    if url.startswith(("postgres://", "postgresql://")):
+        return "postgresql+asyncpg://" + url.split("://", 1)[1]
+    return url
+
+
+def _tune_sqlite(engine: AsyncEngine, synchronous: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy, not the driver, issue BEGIN (the driver's implicit BEGIN is deferred
+        # and cannot be told to take the write lock first).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed (acknowledged) escalation survives power loss, not only a crash.
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # BEGIN IMMEDIATE for writes: two deferred writers would otherwise deadlock on upgrade.
+        write = connection.get_execution_options().get("escalator_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def create_engine(
+    url: str,
+    *,
+    sqlite_synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL",
+    pool_size: int = 10,
+) -> AsyncEngine:
+    """An async engine for ``url``, with SQLite in WAL mode and PostgreSQL with a checked pool."""
+    driver_url = async_url(url)
+    if driver_url.startswith("sqlite"):
+        engine = create_async_engine(driver_url, connect_args={"timeout": 5})
+        _tune_sqlite(engine, sqlite_synchronous)
+        return engine
+    return create_async_engine(
+        driver_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=5,
+        connect_args={"timeout": 5, "command_timeout": 10},
+    )

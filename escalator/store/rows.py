@@ -1,0 +1,116 @@
+"""Conversion between escalations and table rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import RowMapping
+
+from escalator.domain.escalation import (
+    Escalation,
+    HistoryEntry,
+    Outcome,
+    Status,
+    TwilioFailure,
+)
+from escalator.domain.ids import EscalationId, ReservationSid, TaskSid, WorkerSid
+from escalator.domain.request import Channel, Customer
+
+__all__ = ["escalation_from_rows", "escalation_values", "history_values"]
+
+
+def escalation_values(escalation: Escalation) -> dict[str, Any]:
+    """The ``escalations`` row of an escalation."""
+    return {
+        "id": escalation.id,
+        "conversation_id": escalation.conversation_id,
+        "reason_code": escalation.reason_code,
+        "known_reason": escalation.known_reason,
+        "department": escalation.department,
+        "priority": escalation.priority,
+        "timeout": escalation.timeout,
+        "skills": list(escalation.skills),
+        "route_attributes": escalation.route_attributes,
+        "channel": escalation.channel.value,
+        "summary": escalation.summary,
+        "customer": escalation.customer.model_dump(exclude_none=True)
+        if escalation.customer
+        else None,
+        "context": escalation.context,
+        "call_sid": escalation.call_sid,
+        "status_callback_url": escalation.status_callback_url,
+        "status": escalation.status.value,
+        "outcome": escalation.outcome.value if escalation.outcome else None,
+        "task_sid": escalation.task_sid,
+        "worker_sid": escalation.worker_sid,
+        "worker_name": escalation.worker_name,
+        "error": asdict(escalation.error) if escalation.error else None,
+        "version": escalation.version,
+        "created_at": escalation.created_at,
+        "updated_at": escalation.updated_at,
+    }
+
+
+def history_values(
+    escalation_id: EscalationId, entries: Iterable[HistoryEntry]
+) -> list[dict[str, Any]]:
+    """The ``escalation_history`` rows of some history entries."""
+    return [
+        {
+            "escalation_id": escalation_id,
+            "at": entry.at,
+            "status": entry.status.value,
+            "event": entry.event,
+            "outcome": entry.outcome.value if entry.outcome else None,
+            "worker_sid": entry.worker_sid,
+            "reservation_sid": entry.reservation_sid,
+            "detail": entry.detail,
+        }
+        for entry in entries
+    ]
+
+
+def _entry(row: RowMapping) -> HistoryEntry:
+    return HistoryEntry(
+        at=row["at"],
+        status=Status(row["status"]),
+        event=row["event"],
+        outcome=Outcome(row["outcome"]) if row["outcome"] else None,
+        worker_sid=WorkerSid(row["worker_sid"]) if row["worker_sid"] else None,
+        reservation_sid=ReservationSid(row["reservation_sid"]) if row["reservation_sid"] else None,
+        detail=row["detail"],
+    )
+
+
+def escalation_from_rows(row: RowMapping, history_rows: Sequence[RowMapping]) -> Escalation:
+    """An escalation from its row and its history rows (in insertion order)."""
+    error = row["error"]
+    return Escalation(
+        id=EscalationId(row["id"]),
+        conversation_id=row["conversation_id"],
+        reason_code=row["reason_code"],
+        known_reason=row["known_reason"],
+        department=row["department"],
+        priority=row["priority"],
+        timeout=row["timeout"],
+        skills=tuple(row["skills"]),
+        route_attributes=row["route_attributes"],
+        channel=Channel(row["channel"]),
+        summary=row["summary"],
+        customer=Customer.model_validate(row["customer"]) if row["customer"] else None,
+        context=row["context"],
+        call_sid=row["call_sid"],
+        status_callback_url=row["status_callback_url"],
+        status=Status(row["status"]),
+        outcome=Outcome(row["outcome"]) if row["outcome"] else None,
+        task_sid=TaskSid(row["task_sid"]) if row["task_sid"] else None,
+        worker_sid=WorkerSid(row["worker_sid"]) if row["worker_sid"] else None,
+        worker_name=row["worker_name"],
+        error=TwilioFailure(**error) if error else None,
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        history=tuple(_entry(history_row) for history_row in history_rows),
+    )

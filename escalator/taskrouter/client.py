@@ -1,0 +1,190 @@
+"""A thin adapter over the twilio SDK: create and find tasks; Twilio's errors mapped to ours."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import aiohttp
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+
+from escalator.domain.ids import EscalationId, TaskSid
+from escalator.errors import PermanentTwilioError, TransientTwilioError
+
+__all__ = ["TaskRouterClient", "parse_retry_after"]
+
+# The SDK's exceptions drop the response headers, so Retry-After would be lost. The HTTP client
+# below notes them in a context variable: each asyncio task has its own copy, so concurrent
+# requests never see each other's headers.
+_response_headers: ContextVar[Mapping[str, str] | None] = ContextVar(
+    "escalator_twilio_response_headers", default=None
+)
+
+# 4xx answers that retrying can fix: our credentials or a conflict may change, or Twilio asks
+# us to slow down. Every other 4xx is Twilio refusing the request itself.
+_TRANSIENT_4XX = frozenset({401, 403, 408, 409, 425, 429})
+
+
+class _HeaderNotingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    async def request(self, *args: Any, **kwargs: Any) -> Response:
+        response: Response = await super().request(*args, **kwargs)
+        _response_headers.set(dict(response.headers or {}))
+        return response
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+class TaskRouterClient:
+    """Creates and finds escalation tasks in one TaskRouter workspace."""
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        workspace_sid: str,
+        base_url: str = "https://taskrouter.twilio.com",
+        timeout: float = 10.0,
+    ) -> None:
+        self._http = _HeaderNotingHttpClient()
+        # environment={}: the SDK must not pick up TWILIO_EDGE/REGION and rewrite the base URL.
+        self._client = Client(account_sid, auth_token, http_client=self._http, environment={})
+        self._client.taskrouter.base_url = base_url.rstrip("/")
+        self._workspace = self._client.taskrouter.v1.workspaces(workspace_sid)
+        self._timeout = timeout
+
+    @property
+    def sdk(self) -> Client:
+        """The underlying twilio SDK client (for provisioning)."""
+        return self._client
+
+    @asynccontextmanager
+    async def _call(self, what: str) -> AsyncIterator[None]:
+        _response_headers.set(None)
+        try:
+            async with asyncio.timeout(self._timeout):
+                yield
+        except TwilioRestException as exc:
+            raise self._translate(exc, what) from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise TransientTwilioError(f"{what}: cannot connect to TaskRouter") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The request may have reached TaskRouter before the connection failed.
+            raise TransientTwilioError(
+                f"{what}: no answer from TaskRouter ({type(exc).__name__})",
+                may_have_succeeded=True,
+            ) from exc
+        except TwilioException as exc:
+            # Listing raises a bare TwilioException("Unable to fetch page", response).
+            response = exc.args[1] if len(exc.args) > 1 else None
+            status = getattr(response, "status_code", None)
+            if isinstance(status, int):
+                raise self._translate(
+                    TwilioRestException(status, "", str(exc.args[0]), _code_of(response)), what
+                ) from exc
+            raise TransientTwilioError(f"{what}: {exc}", may_have_succeeded=True) from exc
+
+    @staticmethod
+    def _translate(exc: TwilioRestException, what: str) -> Exception:
+        status = int(exc.status)
+        code = int(exc.code) if isinstance(exc.code, int) else None
+        message = f"{what}: {exc.msg}"
+        if status >= 500 or status in _TRANSIENT_4XX:
+            headers = _response_headers.get() or {}
+            retry_after = parse_retry_after(
+                next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+            )
+            return TransientTwilioError(
+                message,
+                status=status,
+                code=code,
+                retry_after=retry_after,
+                may_have_succeeded=status >= 500,
+            )
+        return PermanentTwilioError(message, status=status, code=code)
+
+    async def create_task(
+        self, *, attributes: str, workflow_sid: str, priority: int, ttl: int, channel: str
+    ) -> TaskSid:
+        """Create a task; the SID of the new task."""
+        async with self._call("create task"):
+            task = await self._workspace.tasks.create_async(
+                attributes=attributes,
+                workflow_sid=workflow_sid,
+                priority=priority,
+                timeout=ttl,
+                task_channel=channel,
+            )
+        return TaskSid(str(task.sid))
+
+    async def find_tasks(
+        self, escalation_ids: Sequence[EscalationId]
+    ) -> dict[EscalationId, TaskSid]:
+        """The tasks that already carry these escalation ids (oldest first wins)."""
+        if not escalation_ids:
+            return {}
+        quoted = ", ".join(f"'{escalation_id}'" for escalation_id in escalation_ids)
+        expression = (
+            f"escalation_id == '{escalation_ids[0]}'"
+            if len(escalation_ids) == 1
+            else f"escalation_id IN [{quoted}]"
+        )
+        async with self._call("find tasks"):
+            tasks = await self._workspace.tasks.list_async(
+                evaluate_task_attributes=expression, page_size=1000, ordering="DateCreated:asc"
+            )
+        found: dict[EscalationId, TaskSid] = {}
+        wanted = set(escalation_ids)
+        for task in tasks:
+            attributes = task.attributes
+            if attributes is None:
+                # Twilio's description leaves attributes out of list pages: fetch the task.
+                async with self._call("fetch task"):
+                    attributes = (await self._workspace.tasks(task.sid).fetch_async()).attributes
+            escalation_id = _escalation_id_of(attributes)
+            if escalation_id in wanted and escalation_id not in found:
+                found[EscalationId(escalation_id)] = TaskSid(str(task.sid))
+        return found
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self._http.close()
+
+
+def _escalation_id_of(attributes: object) -> str | None:
+    try:
+        decoded = json.loads(str(attributes))
+    except ValueError:
+        return None
+    value = decoded.get("escalation_id") if isinstance(decoded, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _code_of(response: object) -> int | None:
+    try:
+        code = json.loads(str(getattr(response, "text", ""))).get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) else None
