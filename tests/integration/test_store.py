@@ -1,0 +1,171 @@
+"""The store contract, run against a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from escalator.domain.escalation import Escalation, TwilioFailure, task_attached, task_refused
+from escalator.domain.ids import EscalationId, TaskSid
+from escalator.errors import StoreUnavailable
+from escalator.store.engine import create_engine
+from escalator.store.schema import metadata
+from escalator.store.sql import SqlStore, open_store
+from tests.unit.factories import NOW, escalation
+
+LEASE = timedelta(seconds=30)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SqlStore]:
+    opened = await open_store(database_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def _new(number: int, **fields: object) -> Escalation:
+    value = escalation(conversation_id=f"conv-{number}", **fields)
+    return replace(value, id=EscalationId(f"esc_{number:032x}"))
+
+
+async def test_migrations_match_the_table_definitions(store: SqlStore) -> None:
+    def diff(connection: sa.Connection) -> list[object]:
+        return list(compare_metadata(MigrationContext.configure(connection), metadata))
+
+    async with store.engine.connect() as connection:
+        assert await connection.run_sync(diff) == []
+    assert await store.schema_is_current()
+
+
+async def test_migrating_twice_is_a_no_op(database_url: str, store: SqlStore) -> None:
+    again = await open_store(database_url)
+    await again.close()
+    assert await store.schema_is_current()
+
+
+async def test_an_escalation_is_stored_with_its_history_and_an_outbox_row(store: SqlStore) -> None:
+    value = _new(1, customer={"phone": "+15558675310"}, context={"a-b": [1, {"c": None}]})
+    stored, created = await store.create_escalation(value)
+    assert created
+    assert stored == value
+    assert await store.get_escalation(value.id) == value
+    assert await store.outbox_backlog() == 1
+
+
+async def test_a_second_escalation_for_an_open_conversation_returns_the_first(
+    store: SqlStore,
+) -> None:
+    first, _ = await store.create_escalation(_new(1))
+    second = replace(_new(2), conversation_id=first.conversation_id)
+    got, created = await store.create_escalation(second)
+    assert not created
+    assert got.id == first.id
+    assert await store.get_escalation(second.id) is None
+    assert await store.outbox_backlog() == 1
+
+
+async def test_concurrent_escalations_for_one_conversation_create_one(store: SqlStore) -> None:
+    candidates = [replace(_new(n), conversation_id="same") for n in range(8)]
+    results = await asyncio.gather(*(store.create_escalation(c) for c in candidates))
+    assert sum(created for _, created in results) == 1
+    assert len({got.id for got, _ in results}) == 1
+    assert await store.outbox_backlog() == 1
+
+
+async def test_a_closed_conversation_can_escalate_again(store: SqlStore) -> None:
+    first, _ = await store.create_escalation(_new(1))
+    [item] = await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=5)
+    failed = task_refused(first, TwilioFailure(400, 20001, "no"), now=NOW)
+    assert await store.complete_outbox(item, owner="a", previous=first, current=failed)
+    second = replace(_new(2), conversation_id=first.conversation_id)
+    _, created = await store.create_escalation(second)
+    assert created
+
+
+async def test_leases_are_exclusive_until_they_expire(store: SqlStore) -> None:
+    for number in range(3):
+        await store.create_escalation(_new(number))
+    leased = await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=2)
+    assert len(leased) == 2
+    assert not any(item.ambiguous for item in leased)
+    rest = await store.lease_outbox(owner="b", now=NOW, lease_for=LEASE, limit=5)
+    assert len(rest) == 1
+    assert await store.lease_outbox(owner="b", now=NOW, lease_for=LEASE, limit=5) == []
+    later = NOW + LEASE + timedelta(seconds=1)
+    taken_over = await store.lease_outbox(owner="b", now=later, lease_for=LEASE, limit=5)
+    assert len(taken_over) == 3
+    # The holder may have died mid-request: the new owner must look before creating.
+    assert all(item.ambiguous for item in taken_over)
+
+
+async def test_rows_not_yet_due_are_not_leased(store: SqlStore) -> None:
+    await store.create_escalation(_new(1))
+    assert (
+        await store.lease_outbox(
+            owner="a", now=NOW - timedelta(seconds=1), lease_for=LEASE, limit=5
+        )
+        == []
+    )
+
+
+async def test_completing_saves_the_state_and_drops_the_row(store: SqlStore) -> None:
+    value, _ = await store.create_escalation(_new(1))
+    [item] = await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=5)
+    queued = task_attached(value, TaskSid("WT" + "1" * 32), now=NOW + timedelta(seconds=1))
+    assert await store.complete_outbox(item, owner="a", previous=value, current=queued)
+    assert await store.get_escalation(value.id) == queued
+    assert await store.outbox_backlog() == 0
+
+
+async def test_completing_without_the_lease_changes_nothing(store: SqlStore) -> None:
+    value, _ = await store.create_escalation(_new(1))
+    [item] = await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=5)
+    queued = task_attached(value, TaskSid("WT" + "1" * 32), now=NOW)
+    assert not await store.complete_outbox(item, owner="b", previous=value, current=queued)
+    assert (await store.get_escalation(value.id)) == value
+
+
+async def test_a_stale_version_is_refused_and_the_row_kept(store: SqlStore) -> None:
+    value, _ = await store.create_escalation(_new(1))
+    [item] = await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=5)
+    stale = replace(value, version=value.version + 5)
+    queued = task_attached(stale, TaskSid("WT" + "1" * 32), now=NOW)
+    assert not await store.complete_outbox(item, owner="a", previous=stale, current=queued)
+    assert await store.outbox_backlog() == 1
+
+
+async def test_a_retried_row_comes_back_when_due_and_remembers_ambiguity(store: SqlStore) -> None:
+    await store.create_escalation(_new(1))
+    [item] = await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=5)
+    due = NOW + timedelta(seconds=10)
+    await store.retry_outbox(item, owner="a", due_at=due, error="503", ambiguous=True)
+    assert await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=5) == []
+    [again] = await store.lease_outbox(owner="a", now=due, lease_for=LEASE, limit=5)
+    assert again.attempts == 1
+    assert again.ambiguous
+
+
+async def test_released_leases_are_taken_at_once_and_marked_ambiguous(store: SqlStore) -> None:
+    await store.create_escalation(_new(1))
+    await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=5)
+    assert await store.release_leases(owner="a") == 1
+    [item] = await store.lease_outbox(owner="b", now=NOW, lease_for=LEASE, limit=5)
+    assert item.ambiguous
+
+
+async def test_an_unreachable_database_raises_store_unavailable() -> None:
+    store = SqlStore(create_engine("postgresql://nobody@127.0.0.1:1/none"))
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+    finally:
+        await store.close()
