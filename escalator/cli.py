@@ -109,6 +109,19 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
+async def _start_simulator(
+    host: str, port: int, account_sid: str, auth_token: str
+) -> RunningSimulator:
+    try:
+        return await start_simulator(
+            host=host, port=port, account_sid=account_sid, auth_token=auth_token
+        )
+    except OSError as exc:
+        raise EscalatorError(
+            f"cannot start the simulator on {host}:{port}: {exc.strerror}"
+        ) from None
+
+
 async def _provision_simulator(
     simulator: RunningSimulator, account_sid: str, auth_token: str, routing: RoutingTable
 ) -> ProvisionedWorkspace:
@@ -149,9 +162,7 @@ async def _run_demo(settings: Settings, simulator_port: int) -> None:
     routing = load_routing(settings.routing_file)
     account_sid = f"AC{secrets.token_hex(16)}"
     auth_token = secrets.token_hex(16)
-    simulator = await start_simulator(
-        host=settings.host, port=simulator_port, account_sid=account_sid, auth_token=auth_token
-    )
+    simulator = await _start_simulator(settings.host, simulator_port, account_sid, auth_token)
     try:
         workspace = await _provision_simulator(simulator, account_sid, auth_token, routing)
         api_key = (
@@ -184,9 +195,7 @@ async def _run_simulator(args: argparse.Namespace) -> None:
     account_sid = args.account_sid or f"AC{secrets.token_hex(16)}"
     auth_token = args.auth_token or secrets.token_hex(16)
     routing = load_routing(args.seed) if args.seed else None
-    simulator = await start_simulator(
-        host=args.host, port=args.port, account_sid=account_sid, auth_token=auth_token
-    )
+    simulator = await _start_simulator(args.host, args.port, account_sid, auth_token)
     try:
         print(f"TaskRouter simulator at {simulator.url}  (account {account_sid})", flush=True)
         if not args.auth_token:

@@ -89,6 +89,11 @@ class Dispatcher:
                 self._metrics.store_unavailable.labels(where="dispatcher").inc()
                 _log.warning("dispatcher.store_unavailable")
                 handled = 0
+            except Exception:
+                # The loop must outlive any bug: leased rows come back when their lease expires.
+                self._metrics.dispatcher_errors.inc()
+                _log.exception("dispatcher.turn_failed")
+                handled = 0
             if handled >= self._batch:
                 continue
             try:
@@ -117,6 +122,17 @@ class Dispatcher:
             # The lease runs out and the row is taken again, marked ambiguous: nothing is lost.
             self._metrics.store_unavailable.labels(where="dispatcher").inc()
             _log.warning("dispatcher.store_unavailable", escalation_id=item.escalation_id)
+        except Exception as exc:
+            # A bug with one row must not stall the others nor spin on it: back off like a 5xx.
+            self._metrics.dispatcher_errors.inc()
+            _log.exception("outbox.item_failed", escalation_id=item.escalation_id)
+            await self._store.retry_outbox(
+                item,
+                owner=self._owner,
+                due_at=self._clock() + timedelta(seconds=self._backoff(item.attempts, None)),
+                error=f"internal error: {type(exc).__name__}",
+                ambiguous=True,
+            )
 
     async def _create_task(self, item: OutboxItem) -> None:
         escalation = await self._store.get_escalation(item.escalation_id)

@@ -109,6 +109,8 @@ def configure_logging(
     # The twilio SDK logs every request's query string and headers at INFO.
     logging.getLogger("twilio").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Alembic reports its context at INFO each time readiness reads the schema revision.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

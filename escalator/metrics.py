@@ -41,6 +41,11 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=self.registry,
         )
+        self.dispatcher_errors = Counter(
+            "escalator_dispatcher_errors",
+            "Unexpected errors in the dispatcher (each one logged with its traceback).",
+            registry=self.registry,
+        )
         self.store_unavailable = Counter(
             "escalator_store_unavailable",
             "Requests or loop turns that found the database unavailable.",

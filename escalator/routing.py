@@ -40,8 +40,8 @@ DEFAULT_REASON = "default"
 _ATTRIBUTE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REASON_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
-Priority = Annotated[int, Field(ge=0, le=MAX_PRIORITY)]
-TaskTimeout = Annotated[int, Field(ge=1, le=MAX_TASK_TTL)]
+Priority = Annotated[int, Field(ge=0, le=MAX_PRIORITY, strict=True)]
+TaskTimeout = Annotated[int, Field(ge=1, le=MAX_TASK_TTL, strict=True)]
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 DepartmentName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 Skill = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,32}$")]
@@ -181,14 +181,21 @@ class WorkspaceSpec(_Strict):
         activities = {activity.name for activity in self.activities}
         queues = {queue.name for queue in self.task_queues}
         if self.timeout_activity not in activities:
-            raise ValueError(f"timeout_activity {self.timeout_activity!r} is not an activity")
-        targets = [t.queue for f in self.workflow.filters for t in f.targets]
-        for queue in [*targets, self.workflow.default_queue]:
+            raise ValueError(f"timeout_activity: {self.timeout_activity!r} is not an activity")
+        references = [
+            (f"workflow.filters.{i}.targets.{j}.queue", target.queue)
+            for i, item in enumerate(self.workflow.filters)
+            for j, target in enumerate(item.targets)
+        ]
+        references.append(("workflow.default_queue", self.workflow.default_queue))
+        for where, queue in references:
             if queue not in queues:
-                raise ValueError(f"workflow refers to unknown task queue {queue!r}")
-        for worker in self.demo_workers:
+                raise ValueError(f"{where}: unknown task queue {queue!r}")
+        for index, worker in enumerate(self.demo_workers):
             if worker.activity not in activities:
-                raise ValueError(f"worker {worker.name!r} has unknown activity {worker.activity!r}")
+                raise ValueError(
+                    f"demo_workers.{index}.activity: unknown activity {worker.activity!r}"
+                )
         return self
 
 
@@ -265,8 +272,17 @@ def bundled_routing_path() -> Path:
     return Path(str(resources.files("escalator") / "resources" / "routing.yaml"))
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+# Cross-reference checks name the key they are about at the start of their message.
+_KEYED_MESSAGE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.]*): (?P<problem>.+)$", re.DOTALL)
+
+
+def _describe(loc: tuple[int | str, ...], message: str) -> str:
+    where = ".".join(str(part) for part in loc)
+    keyed = _KEYED_MESSAGE.match(message)
+    if keyed:
+        where = f"{where}.{keyed['key']}" if where else keyed["key"]
+        message = keyed["problem"]
+    return f"{where or '(top level)'}: {message}"
 
 
 def load_routing(path: Path | None = None) -> RoutingTable:
@@ -287,4 +303,4 @@ def load_routing(path: Path | None = None) -> RoutingTable:
     except ValidationError as exc:
         first = exc.errors()[0]
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise RoutingFileError(f"{path}: {_location(first['loc'])}: {message}") from None
+        raise RoutingFileError(f"{path}: {_describe(first['loc'], message)}") from None

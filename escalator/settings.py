@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from escalator.errors import ConfigurationError
 
@@ -43,12 +49,25 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sqlite_synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
+    migrate_on_start: bool = True
     max_body_bytes: int = Field(default=65_536, ge=1_024, le=10_485_760)
     dispatch_interval: float = Field(default=0.5, gt=0, le=60)
     dispatch_batch: int = Field(default=20, ge=1, le=500)
     dispatch_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     twilio_timeout: float = Field(default=10.0, gt=0, le=120)
     retry_max_backoff: float = Field(default=60.0, gt=0, le=3600)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only what ``load_settings`` passes: it reads the environment it is given, once."""
+        return (init_settings,)
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -92,23 +111,28 @@ def _variable_name(field: str) -> str:
     return f"ESCALATOR_{field.upper()}"
 
 
+def _from_environ(environ: Mapping[str, str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        variable = (
+            str(alias.choices[0])
+            if isinstance(alias, AliasChoices)
+            else f"ESCALATOR_{name.upper()}"
+        )
+        if variable in environ:
+            values[name] = environ[variable]
+    return values
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Read settings from ``environ`` (default: the process environment); one readable error."""
+    values = _from_environ(os.environ if environ is None else environ)
+    values.update(overrides)
     try:
-        if environ is None:
-            return Settings(**overrides)  # type: ignore[arg-type]
-        prefixed = {
-            key: value
-            for key, value in environ.items()
-            if key.startswith(("ESCALATOR_", "TWILIO_"))
-        }
-        values: dict[str, object] = {}
-        for key, value in prefixed.items():
-            name = key.removeprefix("ESCALATOR_").lower() if key.startswith("ESCALATOR_") else key
-            values[name] = value
-        values.update(overrides)
         return Settings.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"
-        raise ConfigurationError(f"{_variable_name(field)}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigurationError(f"{_variable_name(field)}: {message}") from None

@@ -82,7 +82,9 @@ def create_app(
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         store = deps.store or await open_store(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous
+            settings.database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            run_migrations=settings.migrate_on_start,
         )
         app[STORE] = store
         yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Annotated
 
@@ -51,6 +52,19 @@ def _depth(value: JsonValue, level: int = 0) -> int:
     return level
 
 
+def _storable(value: JsonValue) -> bool:
+    """Finite numbers and NUL-free text only: PostgreSQL's JSON and text types refuse the rest."""
+    if isinstance(value, dict):
+        return all("\x00" not in key and _storable(item) for key, item in value.items())
+    if isinstance(value, list):
+        return all(_storable(item) for item in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        return "\x00" not in value
+    return True
+
+
 class EscalationRequest(_Strict):
     """The body of ``POST /escalations``; unknown fields are refused so typos are not lost."""
 
@@ -70,6 +84,8 @@ class EscalationRequest(_Strict):
     def _summary_size(cls, value: str) -> str:
         if len(value.encode("utf-8")) > MAX_SUMMARY_BYTES:
             raise ValueError(f"must be at most {MAX_SUMMARY_BYTES} bytes of UTF-8")
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
         return value
 
     @field_validator("context")
@@ -77,4 +93,6 @@ class EscalationRequest(_Strict):
     def _context_depth(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
         if _depth(value) > MAX_CONTEXT_DEPTH:
             raise ValueError(f"must nest at most {MAX_CONTEXT_DEPTH} levels deep")
+        if not _storable(value):
+            raise ValueError("numbers must be finite and text must not contain NUL characters")
         return value

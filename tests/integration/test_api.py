@@ -135,8 +135,9 @@ async def test_a_streamed_body_over_the_limit_is_413(service: Service) -> None:
         ({"channel": "fax"}, "channel"),
         ({"customer": {"phone": "12"}}, "customer.phone"),
         ({"surprise": True}, "surprise"),
+        ({"context": {"x": float("nan")}}, "context"),
     ],
-    ids=["missing", "empty-summary", "bad-enum", "bad-phone", "unknown-field"],
+    ids=["missing", "empty-summary", "bad-enum", "bad-phone", "unknown-field", "nan"],
 )
 async def test_invalid_fields_are_422_naming_the_field(
     service: Service, change: dict[str, Any], field: str

@@ -100,11 +100,20 @@ def test_non_ascii_text_is_budgeted_by_its_escaped_length() -> None:
     assert len(encoded.json.encode()) <= MAX_ATTRIBUTES_CHARS
 
 
-json_leaf = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
+no_nul = st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))
+# What EscalationRequest accepts: finite numbers, NUL-free text (the store refuses the rest).
+json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(no_nul, max_size=40)
+)
 json_value = st.recursive(
     json_leaf,
     lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(no_nul, max_size=12), inner, max_size=4)
     ),
     max_leaves=30,
 )
@@ -117,8 +126,8 @@ printable = st.text(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    context=st.dictionaries(st.text(max_size=20), json_value, max_size=8),
-    summary=st.text(min_size=1, max_size=4000).filter(
+    context=st.dictionaries(st.text(no_nul, max_size=20), json_value, max_size=8),
+    summary=st.text(no_nul, min_size=1, max_size=4000).filter(
         lambda s: s.strip() and len(s.encode()) <= MAX_SUMMARY_BYTES
     ),
     conversation_id=printable,

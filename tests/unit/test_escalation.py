@@ -81,6 +81,10 @@ def test_a_refusal_cannot_undo_an_existing_task() -> None:
         ("customer", {"nickname": "x"}),
         ("context", {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}),
         ("status_callback_url", "ftp://example.com"),
+        ("summary", "nul\x00byte"),
+        ("context", {"x": float("nan")}),
+        ("context", {"x": [float("inf")]}),
+        ("context", {"k\x00": 1}),
         ("unknown_field", 1),
     ],
 )
