@@ -169,3 +169,14 @@ async def test_an_unreachable_database_raises_store_unavailable() -> None:
             await store.ping()
     finally:
         await store.close()
+
+
+async def test_sqlite_is_in_wal_mode_with_full_synchronous_commits(sqlite_url: str) -> None:
+    store = await open_store(sqlite_url)
+    try:
+        async with store.engine.connect() as connection:
+            assert await connection.scalar(sa.text("PRAGMA journal_mode")) == "wal"
+            assert await connection.scalar(sa.text("PRAGMA synchronous")) == 2  # FULL
+            assert await connection.scalar(sa.text("PRAGMA busy_timeout")) == 5000
+    finally:
+        await store.close()
