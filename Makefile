@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck contracts dockerlint pytest fmt install clean
+.PHONY: run test lint typecheck contracts dockerlint pytest bench fmt install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ pytest: $(STAMP)
 	@$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; fi; \
 	exit $$status
+
+bench: $(STAMP)  ## benchmarks (not part of test); results under bench/results/
+	@mkdir -p bench/results
+	$(BIN)/python bench/simulator_bench.py --out bench/results/$$(date +%Y-%m-%d)-$$(hostname)-simulator.json
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

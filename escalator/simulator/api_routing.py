@@ -88,6 +88,7 @@ async def create_task_queue(request: web.Request) -> web.StreamResponse:
     )
     _apply_queue_params(workspace, queue, params)
     workspace.task_queues[queue.sid] = queue
+    state_of(request).engine.match(workspace)
     return respond(renderer(request).task_queue(workspace, queue), status=201)
 
 
@@ -129,6 +130,7 @@ async def update_task_queue(request: web.Request) -> web.StreamResponse:
     queue = resource(request, workspace.task_queues)
     _apply_queue_params(workspace, queue, await form(request))
     queue.date_updated = state_of(request).now()
+    state_of(request).engine.match(workspace)
     return respond(renderer(request).task_queue(workspace, queue))
 
 
@@ -210,6 +212,7 @@ async def update_workflow(request: web.Request) -> web.StreamResponse:
     workflow = resource(request, workspace.workflows)
     _apply_workflow_params(workspace, workflow, await form(request))
     workflow.date_updated = state_of(request).now()
+    state_of(request).engine.match(workspace)
     return respond(renderer(request).workflow(workflow))
 
 
@@ -248,6 +251,7 @@ async def create_worker(request: web.Request) -> web.StreamResponse:
         date_status_changed=now,
     )
     workspace.workers[worker.sid] = worker
+    state_of(request).engine.worker_created(workspace, worker)
     return respond(renderer(request).worker(workspace, worker), status=201)
 
 
@@ -303,17 +307,24 @@ async def update_worker(request: web.Request) -> web.StreamResponse:
     check_if_match(request, worker)
     params = await form(request)
     now = state_of(request).now()
-    if params.json_object("Attributes", max_length=4096) is not None:
-        worker.attributes = params.text("Attributes") or "{}"
+    engine = state_of(request).engine
+    new_attributes = params.json_object("Attributes", max_length=4096) is not None
     activity_sid = _activity_sid(workspace, params, "ActivitySid")
-    if activity_sid is not None and activity_sid != worker.activity_sid:
-        worker.activity_sid = activity_sid
-        worker.date_status_changed = now
+    reject_pending = params.boolean("RejectPendingReservations") is True
     name = params.text("FriendlyName")
     if name:
         worker.friendly_name = _unique_worker_name(workspace, name, worker.sid)
+    if new_attributes:
+        worker.attributes = params.text("Attributes") or "{}"
     worker.date_updated = now
     worker.revision += 1
+    if activity_sid is not None:
+        engine.set_worker_activity(
+            workspace, worker, activity_sid, reject_pending=reject_pending, rematch=False
+        )
+    if new_attributes:
+        engine.worker_attributes_changed(workspace, worker)
+    engine.match(workspace)
     return respond(renderer(request).worker(workspace, worker), headers=etag_headers(worker))
 
 
@@ -322,5 +333,6 @@ async def delete_worker(request: web.Request) -> web.StreamResponse:
     workspace = workspace_of(request)
     worker = resource(request, workspace.workers)
     check_if_match(request, worker)
+    state_of(request).engine.worker_deleted(workspace, worker)
     del workspace.workers[worker.sid]
     return web.Response(status=204)

@@ -67,32 +67,32 @@ def _channel(workspace: Workspace, params: Params) -> TaskChannel:
 
 
 async def create_task(request: web.Request) -> web.StreamResponse:
-    """POST .../Tasks: validate, then route once through the workflow's filters."""
+    """POST .../Tasks: validate, then route through the workflow and offer to workers."""
     workspace = workspace_of(request)
     params = await form(request)
-    attributes = params.json_object("Attributes", max_length=MAX_ATTRIBUTES) or {}
+    params.json_object("Attributes", max_length=MAX_ATTRIBUTES)
     priority = params.integer("Priority", minimum=0, maximum=MAX_PRIORITY)
     timeout = params.integer("Timeout", minimum=1, maximum=MAX_TIMEOUT) or DEFAULT_TIMEOUT
     channel = _channel(workspace, params)
     workflow = _workflow(workspace, params)
-    target = workflow.routing.route(attributes)
     now = state_of(request).now()
     task = Task(
         sid=new_sid("WT"),
         workspace_sid=workspace.sid,
         attributes=params.text("Attributes") or "{}",
         assignment_status="pending",
-        # A workflow target's priority overrides the task's own.
-        priority=(target.priority if target and target.priority is not None else priority) or 0,
+        priority=priority or 0,
         timeout=timeout,
         task_channel_sid=channel.sid,
         workflow_sid=workflow.sid,
-        task_queue_sid=target.queue if target else None,
-        task_queue_entered_date=now if target else None,
+        task_queue_sid=None,
+        task_queue_entered_date=None,
         date_created=now,
         date_updated=now,
     )
     workspace.tasks[task.sid] = task
+    # Routed and offered at once: the answer may already show the task reserved.
+    state_of(request).engine.task_created(workspace, task)
     return respond(renderer(request).task(workspace, task), status=201, headers=etag_headers(task))
 
 
@@ -175,8 +175,7 @@ async def update_task(request: web.Request) -> web.StreamResponse:
             raise bad_parameter(
                 f"Invalid AssignmentStatus: cannot move a {task.assignment_status} task to {status}"
             )
-        task.assignment_status = status
-        task.reason = params.text("Reason")
+    engine = state_of(request).engine
     if attributes is not None:
         task.attributes = params.text("Attributes") or "{}"
     if priority is not None:
@@ -185,6 +184,17 @@ async def update_task(request: web.Request) -> web.StreamResponse:
         task.task_channel_sid = _channel(workspace, params).sid
     task.date_updated = state_of(request).now()
     task.revision += 1
+    reason = params.text("Reason")
+    if status == "canceled" and task.assignment_status != "canceled":
+        engine.cancel_task(workspace, task, reason or "Task canceled")
+    elif status == "wrapping" and task.assignment_status != "wrapping":
+        engine.wrap_up_task(workspace, task, reason)
+    elif status == "completed" and task.assignment_status != "completed":
+        engine.complete_task(workspace, task, reason)
+    if priority is not None:
+        engine.task_priority_changed(workspace, task)
+    if attributes is not None:
+        engine.task_attributes_changed(workspace, task)
     return respond(renderer(request).task(workspace, task), headers=etag_headers(task))
 
 
@@ -193,5 +203,5 @@ async def delete_task(request: web.Request) -> web.StreamResponse:
     workspace = workspace_of(request)
     task = resource(request, workspace.tasks)
     check_if_match(request, task)
-    del workspace.tasks[task.sid]
+    state_of(request).engine.delete_task(workspace, task)
     return web.Response(status=204)

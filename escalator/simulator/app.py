@@ -10,16 +10,26 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from escalator.simulator import api_routing, api_tasks, api_workspaces
+from escalator.simulator import (
+    api_events,
+    api_reservations,
+    api_routing,
+    api_statistics,
+    api_tasks,
+    api_workspaces,
+)
+from escalator.simulator.api_control import add_control_routes
+from escalator.simulator.clock import Clock, RealClock
 from escalator.simulator.context import STATE_KEY, state_of
 from escalator.simulator.errors import TwilioApiError, error_response, not_found
-from escalator.simulator.faults import fault_from_json
+from escalator.simulator.faults import NO_FAULT, fault_from_json, lose_answer
+from escalator.simulator.limits import limits_from_json
 from escalator.simulator.state import SimulatorState
 
 __all__ = ["CONTROL_PREFIX", "create_simulator_app"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-CONTROL_PREFIX = "/_simulator"
+CONTROL_PREFIX = "/_sim"
 _WS = "/v1/Workspaces/{workspace_sid}"
 
 # (collection path, instance path, operation prefix, list, create, fetch, update, delete)
@@ -110,18 +120,69 @@ _RESOURCES: tuple[tuple[str, str, str, tuple[Handler, ...]], ...] = (
     ),
 )
 
+# Sub-resources with fewer operations: (method, path, operation, handler).
+_TASK_RESERVATIONS = f"{_WS}/Tasks/{{task_sid}}/Reservations"
+_WORKER_RESERVATIONS = f"{_WS}/Workers/{{worker_sid}}/Reservations"
+_ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
+    ("GET", _TASK_RESERVATIONS, "task_reservations.list", api_reservations.list_task_reservations),
+    (
+        "GET",
+        f"{_TASK_RESERVATIONS}/{{sid}}",
+        "task_reservations.fetch",
+        api_reservations.fetch_task_reservation,
+    ),
+    (
+        "POST",
+        f"{_TASK_RESERVATIONS}/{{sid}}",
+        "task_reservations.update",
+        api_reservations.update_task_reservation,
+    ),
+    (
+        "GET",
+        _WORKER_RESERVATIONS,
+        "worker_reservations.list",
+        api_reservations.list_worker_reservations,
+    ),
+    (
+        "GET",
+        f"{_WORKER_RESERVATIONS}/{{sid}}",
+        "worker_reservations.fetch",
+        api_reservations.fetch_worker_reservation,
+    ),
+    (
+        "POST",
+        f"{_WORKER_RESERVATIONS}/{{sid}}",
+        "worker_reservations.update",
+        api_reservations.update_worker_reservation,
+    ),
+    ("GET", f"{_WS}/Events", "events.list", api_events.list_events),
+    ("GET", f"{_WS}/Events/{{sid}}", "events.fetch", api_events.fetch_event),
+)
+
 
 def _with_faults(operation: str, handler: Handler) -> Handler:
+    may_evaluate = operation == "tasks.list"
+
     async def faulty(request: web.Request) -> web.StreamResponse:
-        fault = state_of(request).faults.take(operation)
-        if fault is not None:
-            if fault.latency:
-                await asyncio.sleep(fault.latency)
-            error = fault.error()
-            if error is not None:
-                # The fault answers instead of the handler: the resource is never created.
-                raise error
-        return await handler(request)
+        state = state_of(request)
+        # Twilio rate-limits before anything else: a 429 creates nothing.
+        state.limits.check(
+            request.match_info.get("workspace_sid", ""),
+            evaluates=may_evaluate and "EvaluateTaskAttributes" in request.query,
+        )
+        plan = state.faults.plan(operation)
+        if plan is NO_FAULT:
+            return await handler(request)
+        if plan.latency:
+            await asyncio.sleep(plan.latency)
+        if plan.error is not None:
+            # The fault answers instead of the handler: the resource is never created.
+            raise plan.error
+        response = await handler(request)
+        if plan.ambiguous is not None:
+            # The handler ran (a task is created) but the client never gets the answer.
+            await lose_answer(request, plan)
+        return response
 
     return faulty
 
@@ -143,7 +204,7 @@ def _authorized(request: web.Request, state: SimulatorState) -> bool:
 @web.middleware
 async def _twilio_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer every error on the Twilio API with Twilio's JSON error body."""
-    if request.path.startswith(CONTROL_PREFIX):
+    if request.path.startswith(f"{CONTROL_PREFIX}/"):
         return await handler(request)
     try:
         if not _authorized(request, state_of(request)):
@@ -187,13 +248,32 @@ async def _clear_faults(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+async def _get_limits(request: web.Request) -> web.StreamResponse:
+    return web.json_response(state_of(request).limits.to_json())
+
+
+async def _set_limits(request: web.Request) -> web.StreamResponse:
+    try:
+        changes = limits_from_json(await request.json())
+    except ValueError as error:
+        return web.json_response({"error": str(error)}, status=400)
+    limits = state_of(request).limits
+    limits.configure(**changes)
+    return web.json_response(limits.to_json())
+
+
 def create_simulator_app(
-    *, account_sid: str, auth_token: str
+    *, account_sid: str, auth_token: str, clock: Clock | None = None, seed: int = 0
 ) -> tuple[web.Application, SimulatorState]:
     """A TaskRouter v1 simulator app and the in-memory state it serves."""
-    state = SimulatorState(account_sid=account_sid, auth_token=auth_token)
+    state = SimulatorState(
+        account_sid=account_sid, auth_token=auth_token, clock=clock or RealClock(), seed=seed
+    )
     app = web.Application(middlewares=[_twilio_errors])
     app[STATE_KEY] = state
+    # First: `TaskQueues/{sid}` would otherwise answer `TaskQueues/Statistics`.
+    for method, path, operation, handler in api_statistics.ROUTES:
+        app.router.add_route(method, path, _with_faults(operation, handler))
     for collection, instance, name, handlers in _RESOURCES:
         list_, create, fetch, update, delete = handlers
         app.router.add_get(collection, _with_faults(f"{name}.list", list_), allow_head=False)
@@ -205,4 +285,13 @@ def create_simulator_app(
     app.router.add_get(f"{CONTROL_PREFIX}/faults", _list_faults)
     app.router.add_post(f"{CONTROL_PREFIX}/faults", _add_fault)
     app.router.add_delete(f"{CONTROL_PREFIX}/faults", _clear_faults)
+    app.router.add_get(f"{CONTROL_PREFIX}/limits", _get_limits)
+    app.router.add_post(f"{CONTROL_PREFIX}/limits", _set_limits)
+    for method, path, operation, handler in _ROUTES:
+        app.router.add_route(method, path, _with_faults(operation, handler))
+    app.router.add_post(f"{CONTROL_PREFIX}/clock/advance", api_events.advance_clock)
+    app.router.add_post(f"{CONTROL_PREFIX}/callbacks/faults", api_events.set_callback_faults)
+    app.router.add_get(f"{CONTROL_PREFIX}/callbacks/deliveries", api_events.callback_deliveries)
+    add_control_routes(app, CONTROL_PREFIX)
+    app.cleanup_ctx.append(api_events.close_callbacks)
     return app, state

@@ -8,8 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
+from escalator.simulator.events import EventRecord
 from escalator.simulator.state import (
     Activity,
+    Reservation,
     Task,
     TaskChannel,
     TaskQueue,
@@ -229,4 +231,64 @@ class Renderer:
             "virtual_start_time": iso8601(task.date_created),
             "ignore_capacity": False,
             "routing_target": None,
+        }
+
+    def reservation(
+        self, ws: Workspace, reservation: Reservation, *, via_worker: bool = False
+    ) -> dict[str, Any]:
+        """A Reservation, addressed under its task or (`via_worker`) under its worker."""
+        ws_url = self._ws_url(ws.sid)
+        task_url = f"{ws_url}/Tasks/{reservation.task_sid}"
+        worker_url = f"{ws_url}/Workers/{reservation.worker_sid}"
+        parent = worker_url if via_worker else task_url
+        worker = ws.workers.get(reservation.worker_sid)
+        return {
+            "account_sid": self.account_sid,
+            **self._dates(reservation.date_created, reservation.date_updated),
+            "reservation_status": reservation.status,
+            "sid": reservation.sid,
+            "task_sid": reservation.task_sid,
+            "worker_name": worker.friendly_name if worker else None,
+            "worker_sid": reservation.worker_sid,
+            "workspace_sid": ws.sid,
+            "url": f"{parent}/Reservations/{reservation.sid}",
+            "links": {"task": task_url, "worker": worker_url, "workspace": ws_url},
+        }
+
+    def event(self, record: EventRecord) -> dict[str, Any]:
+        """An Event resource; `event_data` holds the callback's event-specific fields."""
+        ws_url = self._ws_url(record.workspace_sid)
+        accounts = f"{self.base.removesuffix('/v1')}/2010-04-01/Accounts"
+        collections = {
+            "Task": "Tasks",
+            "Worker": "Workers",
+            "Workflow": "Workflows",
+            "Activity": "Activities",
+        }
+        if record.resource_type == "Reservation":
+            resource_url = (
+                f"{ws_url}/Tasks/{record.get('TaskSid')}/Reservations/{record.resource_sid}"
+            )
+        elif record.resource_type in collections:
+            resource_url = f"{ws_url}/{collections[record.resource_type]}/{record.resource_sid}"
+        else:
+            resource_url = ws_url
+        return {
+            "account_sid": self.account_sid,
+            "actor_sid": record.actor_sid,
+            "actor_type": record.actor_type,
+            "actor_url": f"{accounts}/{record.actor_sid}.json",
+            "description": record.description,
+            "event_data": record.data,
+            "event_date": iso8601(record.date),
+            "event_date_ms": int(record.date.timestamp() * 1000),
+            "event_type": record.event_type,
+            "resource_sid": record.resource_sid,
+            "resource_type": record.resource_type,
+            "resource_url": resource_url,
+            "sid": record.sid,
+            "source": "twilio",
+            "source_ip_address": None,
+            "url": f"{ws_url}/Events/{record.sid}",
+            "workspace_sid": record.workspace_sid,
         }

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from escalator.simulator.app import create_simulator_app
+from escalator.simulator.clock import Clock, VirtualClock
+from escalator.simulator.engine import Engine
 from escalator.simulator.state import SimulatorState
 
 __all__ = ["RunningSimulator", "start_simulator"]
@@ -20,6 +22,22 @@ class RunningSimulator:
     state: SimulatorState
     _runner: web.AppRunner
 
+    @property
+    def engine(self) -> Engine:
+        """The routing engine, to accept, reject or move workers in process."""
+        return self.state.engine
+
+    @property
+    def clock(self) -> Clock:
+        """The simulator's clock; a `VirtualClock` when started with `virtual_clock=True`."""
+        return self.state.clock
+
+    async def advance(self, seconds: float) -> None:
+        """Move the virtual clock forward, running due timers; refused on the real clock."""
+        if not isinstance(self.state.clock, VirtualClock):
+            raise TypeError("the simulator runs on the real clock")
+        await self.state.clock.advance(seconds)
+
     async def close(self) -> None:
         """Stop listening and release the socket."""
         await self._runner.cleanup()
@@ -32,10 +50,24 @@ class RunningSimulator:
 
 
 async def start_simulator(
-    *, host: str = "127.0.0.1", port: int = 0, account_sid: str, auth_token: str
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    account_sid: str,
+    auth_token: str,
+    virtual_clock: bool = False,
+    seed: int = 0,
 ) -> RunningSimulator:
-    """Start a simulator; port 0 picks a free port, reported in `.url`."""
-    app, state = create_simulator_app(account_sid=account_sid, auth_token=auth_token)
+    """Start a simulator; port 0 picks a free port, reported in `.url`.
+
+    With `virtual_clock`, time stands still until `advance()` (or the control endpoint).
+    """
+    app, state = create_simulator_app(
+        account_sid=account_sid,
+        auth_token=auth_token,
+        clock=VirtualClock() if virtual_clock else None,
+        seed=seed,
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from escalator.expressions import Expression
+from escalator.simulator.clock import Clock, RealClock
+from escalator.simulator.events import EventLog
 from escalator.simulator.faults import FaultInjector
+from escalator.simulator.limits import RateLimits
+
+if TYPE_CHECKING:
+    from escalator.simulator.agents import WorkerAgents
+    from escalator.simulator.callbacks import CallbackDispatcher
+    from escalator.simulator.engine import Engine
+    from escalator.simulator.voice import VoiceCalls
 
 __all__ = [
+    "ACTIVE_RESERVATION_STATUSES",
     "Activity",
+    "Reservation",
     "RoutingFilter",
     "RoutingTarget",
     "SimulatorState",
@@ -29,10 +40,6 @@ __all__ = [
 def new_sid(prefix: str) -> str:
     """A Twilio-shaped SID: the 2-letter prefix and 32 lowercase hex characters."""
     return prefix + uuid.uuid4().hex
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 @dataclass
@@ -89,6 +96,30 @@ class Worker:
     date_created: datetime
     date_updated: datetime
     date_status_changed: datetime
+    revision: int = 1
+    # Longest idle first: a counter bumped on each activity change or finished task.
+    idle_mark: int = 0
+
+
+# A worker's capacity is taken by reservations in these states.
+ACTIVE_RESERVATION_STATUSES = frozenset({"pending", "accepted", "wrapping"})
+
+
+@dataclass
+class Reservation:
+    """A task offered to one worker (WR...), with the instruction that settled it."""
+
+    sid: str
+    workspace_sid: str
+    task_sid: str
+    worker_sid: str
+    task_queue_sid: str
+    workflow_sid: str
+    status: str
+    date_created: datetime
+    date_updated: datetime
+    instruction: str | None = None
+    instruction_params: dict[str, str] = field(default_factory=dict)
     revision: int = 1
 
 
@@ -160,6 +191,14 @@ class Task:
     date_updated: datetime
     reason: str | None = None
     revision: int = 1
+    # Routing progress: the priority asked for, the matched filter (None: default filter)
+    # and target, workers who rejected the task, and how many reservations it has had.
+    base_priority: int = 0
+    filter_index: int | None = None
+    target_index: int = 0
+    step_expired: bool = False
+    rejected_workers: set[str] = field(default_factory=set)
+    reservation_count: int = 0
 
 
 @dataclass
@@ -182,6 +221,7 @@ class Workspace:
     workers: dict[str, Worker] = field(default_factory=dict)
     workflows: dict[str, Workflow] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
 
     def channel(self, name_or_sid: str) -> TaskChannel | None:
         """The task channel with this SID or unique name."""
@@ -204,20 +244,48 @@ _DEFAULT_CHANNELS = (
 
 @dataclass
 class SimulatorState:
-    """Everything the simulator knows: credentials, workspaces, faults and the clock."""
+    """Everything the simulator knows: credentials, workspaces, faults, events and the clock."""
 
     account_sid: str
     auth_token: str
-    clock: Callable[[], datetime] = _utc_now
+    clock: Clock = field(default_factory=RealClock)
     faults: FaultInjector = field(default_factory=FaultInjector)
+    limits: RateLimits = field(default_factory=RateLimits)
     workspaces: dict[str, Workspace] = field(default_factory=dict)
     # The OpenAPI description says task and worker attributes are shown only by fetch;
     # set this to hide them in list responses and check the client copes.
     hide_attributes_in_lists: bool = False
+    # Seeds the REST and callback faults' random choices, so a failing run can be replayed.
+    seed: int = 0
+    # Real seconds an assignment callback may take (Twilio: 5 s) before the fallback URL.
+    assignment_callback_timeout: float = 5.0
+    events: EventLog = field(init=False)
+    callbacks: CallbackDispatcher = field(init=False)
+    engine: Engine = field(init=False)
+    agents: WorkerAgents = field(init=False)
+    calls: VoiceCalls = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Imported here: the engine and the dispatcher both work on this state.
+        from escalator.simulator.agents import WorkerAgents
+        from escalator.simulator.callbacks import CallbackDispatcher
+        from escalator.simulator.engine import Engine
+        from escalator.simulator.voice import VoiceCalls
+
+        self.faults.seed(self.seed)
+        self.events = EventLog(self.clock)
+        self.callbacks = CallbackDispatcher(
+            auth_token=self.auth_token,
+            seed=self.seed,
+            assignment_timeout=self.assignment_callback_timeout,
+        )
+        self.engine = Engine(self)
+        self.agents = WorkerAgents(self, seed=self.seed)
+        self.calls = VoiceCalls(self)
 
     def now(self) -> datetime:
         """The simulator's current time, UTC, whole seconds."""
-        return self.clock().astimezone(UTC).replace(microsecond=0)
+        return self.clock.now().astimezone(UTC).replace(microsecond=0)
 
     def add_workspace(
         self,

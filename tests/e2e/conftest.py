@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +31,9 @@ class Simulator:
     workflow_sid: str
 
 
-@pytest.fixture
-def simulator(tmp_path: Path) -> Iterator[Simulator]:
-    """``escalator simulate --seed`` with the bundled routing file, on a free port."""
+@contextmanager
+def seeded_simulator(tmp_path: Path, *flags: str) -> Iterator[Simulator]:
+    """``escalator simulate --seed`` with the bundled routing file and ``flags``, on a free port."""
     port = free_port()
     output = tmp_path / "simulator.stdout"
     with output.open("wb") as stdout:
@@ -40,14 +41,10 @@ def simulator(tmp_path: Path) -> Iterator[Simulator]:
             [
                 *ESCALATOR,
                 "simulate",
-                "--seed",
-                str(bundled_routing_path()),
-                "--account-sid",
-                ACCOUNT_SID,
-                "--auth-token",
-                AUTH_TOKEN,
-                "--port",
-                str(port),
+                *("--seed", str(bundled_routing_path())),
+                *("--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN),
+                *("--port", str(port)),
+                *flags,
             ],
             cwd=tmp_path,
             env=clean_environ(),
@@ -75,3 +72,10 @@ def simulator(tmp_path: Path) -> Iterator[Simulator]:
     finally:
         if process.poll() is None:
             stop(process)
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[Simulator]:
+    """``escalator simulate --seed`` with the bundled routing file, on a free port."""
+    with seeded_simulator(tmp_path) as running:
+        yield running

@@ -134,3 +134,75 @@ def test_prefixes_mode_refuses_bare_keys() -> None:
     assert raised.value.position == 13
     assert "'task.' or 'worker.'" in str(raised.value)
     assert parse("lang == 'fr'").matches({"lang": "fr"}) is True
+
+
+def test_prefixes_mode_needs_a_name_after_the_prefix() -> None:
+    with pytest.raises(ExpressionError) as raised:
+        parse("task[0] == 1", require_prefixes=True)
+    assert raised.value.position == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("type=='billing'  and\tpriority>4", "type == 'billing' AND priority > 4"),
+        ("(a == 1 or b == 2) and c == 3", "(a == 1 OR b == 2) AND c == 3"),
+        ("a == 1 or (b == 2 and c == 3)", "a == 1 OR b == 2 AND c == 3"),
+        ("((a == 1))", "a == 1"),
+        ("a == 1 AND (b == 2 AND c == 3)", "a == 1 AND b == 2 AND c == 3"),
+        ("skill-level == 4", "skill - level == 4"),
+        ("x in [1,2.50,'a',\"it's\", TRUE]", "x IN [1, 2.5, 'a', \"it's\", true]"),
+        ("n > 10000000000000000.0", "n > 10000000000000000.0"),
+        ("n < .0000001", "n < 0.0000001"),
+        ("langs[007] == 'fr'", "langs[7] == 'fr'"),
+        ("a not in [ - 1 ]", "a NOT IN [-1]"),
+        ("a - -1 contains b.c[0].d", "a - -1 CONTAINS b.c[0].d"),
+    ],
+)
+def test_printing_is_canonical_and_parses_back(text: str, canonical: str) -> None:
+    expression = parse(text)
+    assert expression.to_text() == str(expression) == canonical
+    assert parse(canonical) == expression
+    assert expression.text == text
+
+
+def test_equality_is_on_the_tree_not_the_spelling() -> None:
+    assert parse("a==1 and b in [1]") == parse("a == 1  AND  b IN [1]")
+    assert hash(parse("a==1")) == hash(parse("a == 1"))
+    assert parse("a == 1") != parse("a == 1.0")
+    assert parse("a == 1") != parse("a == true")
+    assert parse("(a == 1 OR b == 1) AND c == 1") != parse("a == 1 OR b == 1 AND c == 1")
+    assert parse("task.a == 1", require_prefixes=True) != parse("task.a == 1")
+
+
+def test_arrays_compare_element_by_element_with_the_same_rules() -> None:
+    assert parse("skills == ['billing', 'es']").matches(ATTRS) is True
+    assert parse("flags == [true]").matches({"flags": [1]}) is False
+    assert parse("flags == [1]").matches({"flags": [1.0]}) is True
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "position"),
+    [
+        ("(" * 51 + "a == 1" + ")" * 51, "nesting deeper than 50 at position 50", 50),
+        ("a IN " + "[" * 51 + "]" * 51, "nesting deeper than 50 at position 55", 55),
+        ("a == " + "9" * 400 + ".0", "is out of range", 5),
+        ("a[²] == 1", "unexpected character '²' at position 2", 2),
+        ("a == ²", "unexpected character '²' at position 5", 5),
+        ("a == 1.2.3", "invalid number '1.2.3' at position 5", 5),
+    ],
+)
+def test_limits_and_odd_characters_are_expression_errors(
+    text: str, message: str, position: int
+) -> None:
+    with pytest.raises(ExpressionError) as raised:
+        parse(text)
+    assert message in raised.value.message
+    assert raised.value.position == position
+
+
+def test_long_chains_evaluate_without_deep_recursion() -> None:
+    expression = parse(" AND ".join(["a == 1"] * 3000) + " OR b - c - d == 0")
+    assert expression.matches({"a": 1}) is True
+    assert expression.matches({"a": 2, "b": 3, "c": 2, "d": 1}) is True
+    assert parse("(" * 50 + "a == 1" + ")" * 50).matches({"a": 1}) is True

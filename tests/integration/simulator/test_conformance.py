@@ -4,71 +4,39 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from openapi_schema_validator import OAS30Validator
 
 from escalator.simulator import RunningSimulator
-
-# The project root's parent holds `shared/` in this workspace.
-SPEC = (
-    Path(__file__).resolve().parents[3]
-    / ".."
-    / "shared"
-    / "reference"
-    / "twilio_taskrouter_v1.json"
-)
+from tests.integration.simulator.schema import SPEC_PATH, Spec, load_spec
 
 
 @pytest.fixture(scope="module")
-def spec() -> dict[str, Any]:
-    if not SPEC.is_file():
+def spec() -> Spec:
+    loaded = load_spec()
+    if loaded is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"Twilio's TaskRouter OpenAPI description is missing at {SPEC}")
+            pytest.fail(f"Twilio's TaskRouter OpenAPI description is missing at {SPEC_PATH}")
         pytest.skip(
             "Twilio's TaskRouter OpenAPI description (../shared/reference/"
             "twilio_taskrouter_v1.json) is absent outside this project's workspace"
         )
-    loaded: dict[str, Any] = json.loads(SPEC.read_text())
     return loaded
 
 
-def _resolve(node: Any, spec: dict[str, Any]) -> Any:
-    """Inline every `$ref` (the spec's refs all point into #/components/schemas)."""
-    if isinstance(node, dict):
-        if "$ref" in node:
-            name = node["$ref"].removeprefix("#/components/schemas/")
-            return _resolve(spec["components"]["schemas"][name], spec)
-        return {k: _resolve(v, spec) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_resolve(item, spec) for item in node]
-    return node
-
-
-def _check(spec: dict[str, Any], path: str, method: str, status: int, body: Any) -> None:
-    operation = spec["paths"][path][method]
-    schema = _resolve(
-        operation["responses"][str(status)]["content"]["application/json"]["schema"], spec
-    )
-    OAS30Validator(schema, format_checker=OAS30Validator.FORMAT_CHECKER).validate(body)
-    if "meta" in schema.get("properties", {}):
-        key = body["meta"]["key"]
-        assert set(schema["properties"]["meta"]["properties"]) <= set(body["meta"])
-        item_schema = schema["properties"][key]["items"]
-        records = body[key]
-        assert records, f"{operation['operationId']} returned no record to check"
-    else:
-        item_schema, records = schema, [body]
-    for record in records:
-        missing = set(item_schema["properties"]) - set(record)
-        assert not missing, f"{operation['operationId']} lacks {sorted(missing)}"
+def _check(spec: Spec, path: str, method: str, status: int, url: str, body: Any) -> str:
+    """Check `body` against the operation at `path`, found from `url` as the SDK's would be."""
+    operation = spec.operation_at(method, path)
+    assert spec.operation(method, "/v1" + url) == operation, f"{method} {url} is not {path}"
+    problems = spec.check(operation, status, body, require_records=True)
+    assert not problems, "\n".join(f"{operation.operation_id} at {p}: {m}" for p, m in problems)
+    return operation.operation_id
 
 
 async def test_every_operation_matches_twilio_schema(
-    spec: dict[str, Any], simulator: RunningSimulator, credentials: tuple[str, str]
+    spec: Spec, simulator: RunningSimulator, credentials: tuple[str, str]
 ) -> None:
     checked: set[str] = set()
     auth = {"Authorization": aiohttp.encode_basic_auth(*credentials)}
@@ -79,9 +47,7 @@ async def test_every_operation_matches_twilio_schema(
             async with session.request(method.upper(), base + url, **kw) as response:
                 assert response.status == status, await response.text()
                 body = await response.json() if status != 204 else None
-            if body is not None:
-                _check(spec, spec_path, method, status, body)
-            checked.add(spec["paths"][spec_path][method]["operationId"])
+            checked.add(_check(spec, spec_path, method, status, url, body))
             return body
 
         ws_path = "/v1/Workspaces/{WorkspaceSid}"
@@ -164,4 +130,146 @@ async def test_every_operation_matches_twilio_schema(
         for verb in ("Create", "Fetch", "List", "Update", "Delete")
         for name in resources
     }
+    assert expected <= checked, sorted(expected - checked)
+
+
+async def test_reservations_and_events_match_twilio_schema(
+    spec: Spec, simulator: RunningSimulator, credentials: tuple[str, str]
+) -> None:
+    checked: set[str] = set()
+    auth = {"Authorization": aiohttp.encode_basic_auth(*credentials)}
+    base = f"{simulator.url}/v1"
+    ws_path = "/v1/Workspaces/{WorkspaceSid}"
+    async with aiohttp.ClientSession(headers=auth) as session:
+
+        async def call(method: str, spec_path: str, url: str, status: int, **kw: Any) -> Any:
+            async with session.request(method.upper(), base + url, **kw) as response:
+                assert response.status == status, await response.text()
+                body = await response.json()
+            checked.add(_check(spec, spec_path, method, status, url, body))
+            return body
+
+        ws = await call("post", "/v1/Workspaces", "/Workspaces", 201, data={"FriendlyName": "R"})
+        w = f"/Workspaces/{ws['sid']}"
+        activities = (await call("get", f"{ws_path}/Activities", f"{w}/Activities", 200))[
+            "activities"
+        ]
+        available = next(a["sid"] for a in activities if a["available"])
+        queue = await call(
+            "post", f"{ws_path}/TaskQueues", f"{w}/TaskQueues", 201, data={"FriendlyName": "Q"}
+        )
+        configuration = json.dumps({"task_routing": {"default_filter": {"queue": queue["sid"]}}})
+        await call(
+            "post",
+            f"{ws_path}/Workflows",
+            f"{w}/Workflows",
+            201,
+            data={"FriendlyName": "F", "Configuration": configuration},
+        )
+        worker = await call(
+            "post",
+            f"{ws_path}/Workers",
+            f"{w}/Workers",
+            201,
+            data={"FriendlyName": "ann", "ActivitySid": available},
+        )
+        task = await call("post", f"{ws_path}/Tasks", f"{w}/Tasks", 201, data={"Attributes": "{}"})
+        by_task = f"{ws_path}/Tasks/{{TaskSid}}/Reservations"
+        by_worker = f"{ws_path}/Workers/{{WorkerSid}}/Reservations"
+        task_url = f"{w}/Tasks/{task['sid']}/Reservations"
+        worker_url = f"{w}/Workers/{worker['sid']}/Reservations"
+        [reservation] = (await call("get", by_task, task_url, 200))["reservations"]
+        await call("get", by_worker, worker_url, 200)
+        sid = reservation["sid"]
+        await call("get", f"{by_task}/{{Sid}}", f"{task_url}/{sid}", 200)
+        await call("get", f"{by_worker}/{{Sid}}", f"{worker_url}/{sid}", 200)
+        await call(
+            "post",
+            f"{by_task}/{{Sid}}",
+            f"{task_url}/{sid}",
+            200,
+            data={"ReservationStatus": "accepted"},
+        )
+        await call(
+            "post",
+            f"{by_worker}/{{Sid}}",
+            f"{worker_url}/{sid}",
+            200,
+            data={"ReservationStatus": "completed"},
+        )
+        events = (await call("get", f"{ws_path}/Events", f"{w}/Events", 200))["events"]
+        await call("get", f"{ws_path}/Events/{{Sid}}", f"{w}/Events/{events[0]['sid']}", 200)
+    expected = {
+        f"{verb}{name}"
+        for verb in ("List", "Fetch", "Update")
+        for name in ("TaskReservation", "WorkerReservation")
+    } | {"ListEvent", "FetchEvent"}
+    assert expected <= checked, sorted(expected - checked)
+
+
+async def test_statistics_match_twilio_schema(
+    spec: Spec, simulator: RunningSimulator, credentials: tuple[str, str]
+) -> None:
+    checked: set[str] = set()
+    auth = {"Authorization": aiohttp.encode_basic_auth(*credentials)}
+    base = f"{simulator.url}/v1"
+    ws_path = "/v1/Workspaces/{WorkspaceSid}"
+    async with aiohttp.ClientSession(headers=auth) as session:
+
+        async def call(method: str, spec_path: str, url: str, status: int, **kw: Any) -> Any:
+            async with session.request(method.upper(), base + url, **kw) as response:
+                assert response.status == status, await response.text()
+                body = await response.json()
+            checked.add(_check(spec, spec_path, method, status, url, body))
+            return body
+
+        ws = await call("post", "/v1/Workspaces", "/Workspaces", 201, data={"FriendlyName": "S"})
+        w = f"/Workspaces/{ws['sid']}"
+        activities = (await call("get", f"{ws_path}/Activities", f"{w}/Activities", 200))[
+            "activities"
+        ]
+        available = next(a["sid"] for a in activities if a["available"])
+        queue = await call(
+            "post", f"{ws_path}/TaskQueues", f"{w}/TaskQueues", 201, data={"FriendlyName": "Q"}
+        )
+        configuration = json.dumps({"task_routing": {"default_filter": {"queue": queue["sid"]}}})
+        flow = await call(
+            "post",
+            f"{ws_path}/Workflows",
+            f"{w}/Workflows",
+            201,
+            data={"FriendlyName": "F", "Configuration": configuration},
+        )
+        await call(
+            "post",
+            f"{ws_path}/Workers",
+            f"{w}/Workers",
+            201,
+            data={"FriendlyName": "ann", "ActivitySid": available},
+        )
+        for _ in range(2):  # one reserved, one pending
+            await call("post", f"{ws_path}/Tasks", f"{w}/Tasks", 201, data={"Attributes": "{}"})
+        window = {"Minutes": "30", "SplitByWaitTime": "5,30"}
+        for kind in ("RealTimeStatistics", "CumulativeStatistics", "Statistics"):
+            await call(
+                "get",
+                f"{ws_path}/TaskQueues/{{TaskQueueSid}}/{kind}",
+                f"{w}/TaskQueues/{queue['sid']}/{kind}",
+                200,
+                params=window if kind != "RealTimeStatistics" else {},
+            )
+            await call(
+                "get",
+                f"{ws_path}/Workflows/{{WorkflowSid}}/{kind}",
+                f"{w}/Workflows/{flow['sid']}/{kind}",
+                200,
+                params=window if kind != "RealTimeStatistics" else {},
+            )
+            await call("get", f"{ws_path}/{kind}", f"{w}/{kind}", 200)
+        await call("get", f"{ws_path}/TaskQueues/Statistics", f"{w}/TaskQueues/Statistics", 200)
+    expected = {
+        f"Fetch{resource}{kind}"
+        for resource in ("TaskQueue", "Workflow", "Workspace")
+        for kind in ("RealTimeStatistics", "CumulativeStatistics", "Statistics")
+    } | {"ListTaskQueuesStatistics"}
     assert expected <= checked, sorted(expected - checked)
