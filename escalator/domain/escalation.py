@@ -16,6 +16,7 @@ __all__ = [
     "Escalation",
     "HistoryEntry",
     "Outcome",
+    "ReservationOutcome",
     "Status",
     "TwilioFailure",
     "new_escalation",
@@ -56,6 +57,18 @@ class Outcome(StrEnum):
     TOO_MANY_REJECTIONS = "too_many_rejections"
     AFTER_HOURS = "after_hours"
     TWILIO_REJECTED = "twilio_rejected"
+    TASK_DELETED = "task_deleted"
+    CANCELED_OTHER = "canceled_other"
+
+
+class ReservationOutcome(StrEnum):
+    """How one offer of an escalation to a worker ended."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+    RESCINDED = "rescinded"
+    CANCELED = "canceled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +78,7 @@ class HistoryEntry:
     at: datetime
     status: Status
     event: str
-    outcome: Outcome | None = None
+    outcome: Outcome | ReservationOutcome | None = None
     worker_sid: WorkerSid | None = None
     reservation_sid: ReservationSid | None = None
     detail: dict[str, Any] | None = None

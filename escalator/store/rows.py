@@ -12,6 +12,7 @@ from escalator.domain.escalation import (
     Escalation,
     HistoryEntry,
     Outcome,
+    ReservationOutcome,
     Status,
     TwilioFailure,
 )
@@ -72,12 +73,22 @@ def history_values(
     ]
 
 
+_OUTCOMES = {outcome.value for outcome in Outcome}
+
+
+def _outcome(value: str | None) -> Outcome | ReservationOutcome | None:
+    """An escalation's outcome or, on a reservation's history entry, the reservation's."""
+    if not value:
+        return None
+    return Outcome(value) if value in _OUTCOMES else ReservationOutcome(value)
+
+
 def _entry(row: RowMapping) -> HistoryEntry:
     return HistoryEntry(
         at=row["at"],
         status=Status(row["status"]),
         event=row["event"],
-        outcome=Outcome(row["outcome"]) if row["outcome"] else None,
+        outcome=_outcome(row["outcome"]),
         worker_sid=WorkerSid(row["worker_sid"]) if row["worker_sid"] else None,
         reservation_sid=ReservationSid(row["reservation_sid"]) if row["reservation_sid"] else None,
         detail=row["detail"],
