@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from twilio.rest import Client
 
 from escalator.simulator import RunningSimulator, start_simulator
-
 from tests.integration.simulator.schema import Recorder, ValidatingHttpClient, load_spec
 
 ACCOUNT_SID = "AC" + "1" * 32
@@ -35,17 +33,23 @@ async def simulator() -> AsyncIterator[RunningSimulator]:
         await sim.close()
 
 
-# Every response an SDK client built here receives is checked against Twilio's OpenAPI
-# description (when the file is present); what does not conform fails the test that got it.
+# Every response an SDK client built here receives, and every raw one passed to `conforming`, is
+# checked against Twilio's OpenAPI description (when the file is present: see schema.SPEC_PATH);
+# what does not conform fails the test that got it.
 SCHEMA = Recorder()
 
 
 def _client_for(sim: RunningSimulator, account_sid: str, auth_token: str) -> Client:
-    client = Client(
-        account_sid, auth_token, http_client=ValidatingHttpClient(load_spec(), SCHEMA)
-    )
+    client = Client(account_sid, auth_token, http_client=ValidatingHttpClient(load_spec(), SCHEMA))
     client.taskrouter.base_url = sim.url
     return client
+
+
+async def conforming(response: ClientResponse) -> ClientResponse:
+    """Check a response read outside the SDK (raw aiohttp) as the SDK's client checks its own."""
+    text = await response.text()
+    SCHEMA.check(load_spec(), response.method, str(response.url), response.status, text)
+    return response
 
 
 def _report(violations: list[str]) -> str:
@@ -75,7 +79,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if SCHEMA.validated:
         terminalreporter.write_line(
-            f"simulator schema: {SCHEMA.validated} SDK responses validated against "
+            f"simulator schema: {SCHEMA.validated} responses validated against "
             "Twilio's TaskRouter OpenAPI description"
         )
 

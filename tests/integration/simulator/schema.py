@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from jsonschema import FormatChecker
 from jsonschema.exceptions import ValidationError
 from openapi_schema_validator import OAS30Validator
 from twilio.http.async_http_client import AsyncTwilioHttpClient
@@ -43,6 +44,27 @@ ERROR_SCHEMA: dict[str, Any] = {
         "status": {"type": "integer"},
     },
 }
+
+
+# OAS30Validator's checker skips `uri` without the optional rfc3987 package and knows nothing of
+# Twilio's `uri-map` (the `links` objects): check both here, absolute http(s) URLs only.
+FORMATS = FormatChecker()
+FORMATS.checkers.update(OAS30Validator.FORMAT_CHECKER.checkers)
+
+
+def _is_url(value: object) -> bool:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    return parts is not None and parts.scheme in {"http", "https"} and bool(parts.netloc)
+
+
+@FORMATS.checks("uri")
+def _uri(value: object) -> bool:
+    return not isinstance(value, str) or _is_url(value)
+
+
+@FORMATS.checks("uri-map")
+def _uri_map(value: object) -> bool:
+    return not isinstance(value, dict) or all(_is_url(v) for v in value.values())
 
 
 def _pointer(path: Any) -> str:
@@ -102,9 +124,7 @@ class Spec:
     def operation_at(self, method: str, template: str) -> Operation:
         """The operation declared at `template` for `method`."""
         return next(
-            op
-            for op in self.operations
-            if op.method == method.lower() and op.template == template
+            op for op in self.operations if op.method == method.lower() and op.template == template
         )
 
     def documented_statuses(self, op: Operation) -> list[str]:
@@ -132,9 +152,7 @@ class Spec:
 
     def _validator(self, schema: dict[str, Any]) -> OAS30Validator:
         if id(schema) not in self._validators:
-            self._validators[id(schema)] = OAS30Validator(
-                schema, format_checker=OAS30Validator.FORMAT_CHECKER
-            )
+            self._validators[id(schema)] = OAS30Validator(schema, format_checker=FORMATS)
         return self._validators[id(schema)]
 
     def check(
@@ -156,10 +174,13 @@ class Spec:
             return problems
         properties = schema.get("properties", {})
         if "meta" in properties:
-            missing_meta = set(properties["meta"]["properties"]) - set(body["meta"])
+            meta = body.get("meta")
+            if not isinstance(meta, dict):
+                return [("#", "a list page lacks its 'meta'")]
+            missing_meta = set(properties["meta"]["properties"]) - set(meta)
             if missing_meta:
                 problems.append(("#/meta", f"lacks {sorted(missing_meta)}"))
-            key = body["meta"].get("key")
+            key = meta.get("key")
             if key not in properties or key not in body:
                 return [*problems, ("#/meta/key", f"{key!r} names no list of this page")]
             item_schema, records = properties[key]["items"], body[key]
@@ -213,6 +234,12 @@ class Recorder:
     violations: list[str] = field(default_factory=list)
     validated: int = 0
 
+    def check(self, spec: Spec | None, method: str, url: str, status: int, text: str) -> None:
+        """Validate one response from the simulator's TaskRouter API (not its `/_sim/` API)."""
+        if spec is not None and not urlsplit(url).path.startswith("/_sim/"):
+            self.validated += 1
+            self.violations += spec.check_response(method, url, status, text)
+
     def take(self) -> list[str]:
         taken, self.violations = self.violations, []
         return taken
@@ -240,9 +267,5 @@ class ValidatingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         response: Response = await super().request(
             method, url, params, data, headers, auth, timeout, allow_redirects
         )
-        if self.spec is not None and not urlsplit(url).path.startswith("/_sim/"):
-            self.recorder.validated += 1
-            self.recorder.violations += self.spec.check_response(
-                method, url, response.status_code, response.text
-            )
+        self.recorder.check(self.spec, method, url, response.status_code, response.text)
         return response

@@ -273,3 +273,28 @@ async def test_statistics_match_twilio_schema(
         for kind in ("RealTimeStatistics", "CumulativeStatistics", "Statistics")
     } | {"ListTaskQueuesStatistics"}
     assert expected <= checked, sorted(expected - checked)
+
+
+async def test_the_response_check_reports_what_breaks_the_description(spec: Spec) -> None:
+    base = "http://127.0.0.1:1/v1/Workspaces/WS" + "0" * 32
+    error = {"code": 20404, "message": "gone", "more_info": "https://x.test/20404", "status": 404}
+    cases = {
+        ("GET", "/Tasks/WT1", 200, '{"age": "3"}'): "FetchTask (GET /v1/Workspaces/WS",
+        ("GET", "/Activities", 200, '{"meta": {}}'): "ListActivity",
+        ("POST", "/Workers", 200, "{}"): "status 200 is not documented (documented: 201)",
+        ("DELETE", "/Workers/WK1", 204, "{}"): "a body where the operation documents none",
+        ("GET", "/Workers/WK1", 404, json.dumps(error | {"status": 400})): "#/status: 400",
+        ("GET", "/Workers/WK1", 500, "<html>"): "the body is not JSON",
+        ("GET", "/Nothing", 200, "{}"): "no operation (GET",
+    }
+    for (method, path, status, text), expected in cases.items():
+        problems = spec.check_response(method, base + path, status, text)
+        assert any(expected in problem for problem in problems), (path, problems)
+    assert spec.check_response("GET", base + "/Tasks/WT1", 200, '{"age": "3"}')[0].endswith(
+        "at #/age: '3' is not of type 'integer'"
+    )
+    assert spec.check_response("GET", base + "/Workers/WK1", 404, json.dumps(error)) == []
+    assert spec.check_response("GET", base + "/Workers/Statistics", 200, "{}")[0].startswith(
+        "FetchWorkerStatistics"
+    )
+    assert spec.check_response("POST", "http://127.0.0.1:1/_sim/faults", 400, "x") == []

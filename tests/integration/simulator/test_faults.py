@@ -12,7 +12,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from escalator.simulator import Fault, FaultInjector, RunningSimulator, start_simulator
-from tests.integration.simulator.conftest import CreateTask, Provisioned, _client_for
+from tests.integration.simulator.conftest import CreateTask, Provisioned, _client_for, conforming
 
 
 async def test_http_fault_answers_503_twice_then_creates(
@@ -41,12 +41,13 @@ async def test_429_carries_retry_after_and_code_20429(
     auth = {"Authorization": aiohttp.encode_basic_auth(*credentials)}
     async with aiohttp.ClientSession(headers=auth) as session:
         async with session.get(f"{simulator.url}/v1/Workspaces") as response:
-            body = await response.json()
+            body = await (await conforming(response)).json()
             assert response.status == 429
             assert response.headers["Retry-After"] == "1"
             assert body["code"] == 20429
             assert body["more_info"] == "https://www.twilio.com/docs/errors/20429"
         async with session.get(f"{simulator.url}/v1/Workspaces") as response:
+            await conforming(response)
             assert response.status == 200
 
 

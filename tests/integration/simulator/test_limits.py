@@ -11,7 +11,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from escalator.simulator import RunningSimulator
-from tests.integration.simulator.conftest import CreateTask, Provisioned
+from tests.integration.simulator.conftest import CreateTask, Provisioned, conforming
 
 
 class FakeMonotonic:
@@ -84,9 +84,10 @@ async def test_retry_after_is_optional_and_off_by_default(
         for retry_after, expected in ((False, None), (True, "2")):
             simulator.state.limits.configure(rate=0.5, burst=1, retry_after=retry_after)
             async with session.get(f"{simulator.url}/v1/Workspaces") as response:
+                await conforming(response)
                 assert response.status == 200
             async with session.get(f"{simulator.url}/v1/Workspaces") as response:
-                body = await response.json()
+                body = await (await conforming(response)).json()
                 assert (response.status, body["code"], body["status"]) == (429, 20429, 429)
                 assert body["more_info"] == "https://www.twilio.com/docs/errors/20429"
                 assert response.headers.get("Retry-After") == expected

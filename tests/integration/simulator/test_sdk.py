@@ -13,6 +13,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from escalator.simulator import RunningSimulator
+from tests.integration.simulator.conftest import conforming
 
 SID = re.compile(r"^(WS|WA|WK|WQ|WW|WT|TC|AC)[0-9a-f]{32}$")
 CreateTask = Callable[..., Awaitable[Any]]
@@ -236,12 +237,14 @@ async def test_if_match_mismatch_is_412(
     auth = {"Authorization": aiohttp.encode_basic_auth(*credentials)}
     async with aiohttp.ClientSession(headers=auth) as session:
         async with session.delete(url, headers={"If-Match": etag}) as response:
+            await conforming(response)
             assert response.status == 412
             assert (await response.json())["status"] == 412
         headers = (await ws.tasks(task.sid).fetch_with_http_info_async()).headers
         fresh = {k.lower(): v for k, v in headers.items()}["etag"]
         assert fresh != etag
         async with session.delete(url, headers={"If-Match": fresh}) as response:
+            await conforming(response)
             assert response.status == 204
 
 
@@ -264,11 +267,12 @@ async def test_missing_auth_and_unknown_path_have_twilio_bodies(
 ) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{simulator.url}/v1/Workspaces") as response:
+            await conforming(response)
             assert response.status == 401
             assert (await response.json())["code"] == 20003
         auth = {"Authorization": aiohttp.encode_basic_auth(*credentials)}
         async with session.get(f"{simulator.url}/v1/Nothing", headers=auth) as response:
-            body = await response.json()
+            body = await (await conforming(response)).json()
         assert body == {
             "code": 20404,
             "message": "The requested resource /v1/Nothing was not found",
@@ -285,10 +289,10 @@ async def test_page_parameter_is_refused_with_40153(
     auth = {"Authorization": aiohttp.encode_basic_auth(*credentials)}
     async with aiohttp.ClientSession(headers=auth) as session:
         async with session.get(f"{simulator.url}/v1/Workspaces?Page=2") as response:
-            body = await response.json()
+            body = await (await conforming(response)).json()
         assert (response.status, body["code"], body["status"]) == (400, 40153, 400)
         async with session.get(f"{simulator.url}/v1/Workspaces?PageSize=1001") as response:
-            body = await response.json()
+            body = await (await conforming(response)).json()
         assert (response.status, body["code"]) == (400, 20001)
         assert "PageSize" in body["message"]
 
