@@ -3,7 +3,8 @@
 The state of an escalation is derived from the *set* of facts it has seen, not from their
 order: TaskRouter documents no ordering for its callbacks, and callbacks can be duplicated,
 delayed or lost (then the reconciler supplies the facts). So a reservation that has ended is
-never reopened by a late ``reservation.created``, and a terminal escalation never changes.
+never reopened by a late ``reservation.created``, and a terminal escalation never changes, but
+for one case: a task's deletion, which a late completion or cancel may still explain.
 """
 
 from __future__ import annotations
@@ -130,6 +131,11 @@ def _facts(history: tuple[HistoryEntry, ...]) -> _Facts:
     return facts
 
 
+# Twilio deletes every ended task about 5 minutes after it ended, so a deletion says less than
+# the completion or cancel it may overtake: those replace a `task_deleted` outcome.
+_FINAL = frozenset({"task.completed", "task.canceled", "workflow.timeout"})
+
+
 def _terminal_of(event: TaskRouterEvent) -> tuple[Status, Outcome] | None:
     if event.event_type == "task.completed":
         return Status.COMPLETED, Outcome.COMPLETED
@@ -148,16 +154,20 @@ def apply_event(escalation: Escalation, event: TaskRouterEvent) -> Escalation:
         return escalation
     if escalation.task_sid is not None and event.task_sid not in (None, escalation.task_sid):
         return escalation  # another task (a duplicate we did not adopt): not our fact
-    task_sid = escalation.task_sid or event.task_sid
+    finished = escalation.status.is_terminal
+    # A finished escalation adopts no task: a task that appears after the end is not its own.
+    task_sid = escalation.task_sid or (None if finished else event.task_sid)
     reservation_outcome = RESERVATION_OUTCOMES.get(event.event_type)
     detail: dict[str, object] = {"event_key": event.key}
     if event.worker_name:
         detail["worker_name"] = event.worker_name
     if event.reason:
         detail["reason"] = event.reason[:200]
-    if event.task_sid and escalation.task_sid is None:
-        detail["task_sid"] = event.task_sid
-    terminal = None if escalation.status.is_terminal else _terminal_of(event)
+    if task_sid and escalation.task_sid is None:
+        detail["task_sid"] = task_sid
+    terminal = _terminal_of(event)
+    if finished and not (escalation.outcome is Outcome.TASK_DELETED and event.event_type in _FINAL):
+        terminal = None
     history = escalation.history
     probe = HistoryEntry(
         at=event.occurred_at,
@@ -199,11 +209,11 @@ def _derive(
     worker_sid, worker_name = (
         facts.accepted[holding[-1]] if holding else (escalation.worker_sid, escalation.worker_name)
     )
+    if terminal is not None:
+        return terminal[0], terminal[1], worker_sid, worker_name
     if escalation.status.is_terminal:
         # Status and outcome are final; a late acceptance still says who had the task.
         return escalation.status, escalation.outcome, worker_sid, worker_name
-    if terminal is not None:
-        return terminal[0], terminal[1], worker_sid, worker_name
     if holding:
         return Status.ASSIGNED, None, worker_sid, worker_name
     pending = [sid for sid in facts.created if sid not in facts.ended]

@@ -14,6 +14,9 @@ MAX_SUMMARY_BYTES = 16_384
 MAX_CONTEXT_DEPTH = 8
 
 _PRINTABLE = r"^[^\x00-\x1f\x7f]+$"
+# No whitespace and no control characters (PostgreSQL refuses NUL in text).
+_EMAIL = r"^[^\s@\x00-\x1f\x7f]+@[^\s@\x00-\x1f\x7f]+\.[^\s@\x00-\x1f\x7f]+$"
+_URL = r"^https?://[^\s/\x00-\x1f\x7f]+[^\s\x00-\x1f\x7f]*$"
 
 
 class Channel(StrEnum):
@@ -36,9 +39,7 @@ class Customer(_Strict):
     id: Annotated[str, Field(min_length=1, max_length=128, pattern=_PRINTABLE)] | None = None
     name: Annotated[str, Field(min_length=1, max_length=128, pattern=_PRINTABLE)] | None = None
     phone: Annotated[str, Field(pattern=r"^\+[1-9][0-9]{1,14}$")] | None = None
-    email: Annotated[str, Field(max_length=254, pattern=r"^[^\s@]+@[^\s@]+\.[^\s@]+$")] | None = (
-        None
-    )
+    email: Annotated[str, Field(max_length=254, pattern=_EMAIL)] | None = None
     language: Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}$")] | None = (
         None
     )
@@ -75,9 +76,7 @@ class EscalationRequest(_Strict):
     customer: Customer | None = None
     context: dict[str, JsonValue] = Field(default_factory=dict)
     call_sid: Annotated[str, Field(pattern=r"^CA[0-9a-f]{32}$")] | None = None
-    status_callback_url: (
-        Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s/]+\S*$")] | None
-    ) = None
+    status_callback_url: Annotated[str, Field(max_length=2048, pattern=_URL)] | None = None
 
     @field_validator("summary")
     @classmethod

@@ -85,6 +85,8 @@ def test_a_refusal_cannot_undo_an_existing_task() -> None:
         ("context", {"x": float("nan")}),
         ("context", {"x": [float("inf")]}),
         ("context", {"k\x00": 1}),
+        ("customer", {"email": "a\x00b@example.com"}),
+        ("status_callback_url", "https://example.com/\x00"),
         ("unknown_field", 1),
     ],
 )

@@ -77,7 +77,22 @@ CANCELED_BY_CLIENT = [
     _event(2, "reservation.canceled", reservation_sid=R1, worker_sid=ANN),
     _event(3, "task.canceled", reason=CANCEL_REASON),
 ]
+COMPLETED_THEN_DELETED = [
+    _event(1, "reservation.created", reservation_sid=R1, worker_sid=ANN),
+    _event(2, "reservation.accepted", reservation_sid=R1, worker_sid=ANN, worker_name="Ann"),
+    _event(3, "task.completed"),
+    _event(4, "task.deleted"),
+]
+WORKFLOW_TIMED_OUT = [
+    _event(1, "reservation.created", reservation_sid=R1, worker_sid=ANN),
+    _event(2, "reservation.timeout", reservation_sid=R1, worker_sid=ANN),
+    _event(3, "workflow.timeout"),
+    _event(4, "task.canceled", reason="Workflow Timeout"),
+    _event(5, "task.system-deleted"),
+]
 SEQUENCES = [
+    COMPLETED_THEN_DELETED,
+    WORKFLOW_TIMED_OUT,
     REJECT_THEN_ACCEPT,
     TIMEOUT_THEN_TTL,
     RESCINDED_AND_ACCEPTED,
@@ -159,6 +174,27 @@ def test_a_task_created_event_adopts_the_task_of_a_received_escalation() -> None
     assert adopted.status is Status.QUEUED
 
 
+def test_a_finished_escalation_adopts_no_task() -> None:
+    from escalator.domain.escalation import TwilioFailure, task_refused
+
+    failed = task_refused(escalation(), TwilioFailure(400, 20001, "no"), now=NOW)
+    after = apply_event(failed, _event(1, "task.created"))
+    assert after.task_sid is None
+    assert after.status is Status.FAILED
+
+
+def test_a_deletion_is_explained_by_a_late_completion_but_nothing_else() -> None:
+    deleted = apply_event(_queued(), _event(1, "task.deleted"))
+    assert deleted.outcome is Outcome.TASK_DELETED
+    late_accept = apply_event(
+        deleted, _event(2, "reservation.accepted", reservation_sid=R1, worker_sid=ANN)
+    )
+    assert (late_accept.status, late_accept.outcome) == (Status.CANCELED, Outcome.TASK_DELETED)
+    completed = apply_event(late_accept, _event(3, "task.completed"))
+    assert (completed.status, completed.outcome) == (Status.COMPLETED, Outcome.COMPLETED)
+    assert apply_event(completed, _event(4, "task.canceled")).outcome is Outcome.COMPLETED
+
+
 def test_events_of_another_task_are_ignored() -> None:
     other = TaskRouterEvent("x", "task.completed", NOW, task_sid=TaskSid("WT" + "9" * 32))
     assert apply_event(_queued(), other) == _queued()
@@ -173,6 +209,9 @@ def test_fingerprints_are_stable_and_distinguish_events() -> None:
     first = fingerprint("task.created", "WT1", None, "WT1", "1700000000")
     assert first == fingerprint("task.created", "WT1", None, "WT1", "1700000000")
     assert first != fingerprint("task.created", "WT1", None, "WT1", "1700000001")
+
+
+_DECISIVE = {"task.completed", "task.canceled", "workflow.timeout"}
 
 
 def _final(value: Escalation) -> tuple[Status, Outcome | None, WorkerSid | None]:
@@ -203,15 +242,19 @@ def test_dropped_events_never_regress_and_terminal_facts_win(
     value, terminal_seen = _queued(), None
     for event in kept:
         value = apply_event(value, event)
-        if terminal_seen is not None:
-            # Terminal states never change (a late acceptance may still name the worker).
+        if terminal_seen is not None and terminal_seen[1] is not Outcome.TASK_DELETED:
+            # Terminal states never change (a late acceptance may still name the worker); only
+            # a deletion may be explained by a completion or cancel that arrives after it.
             assert (value.status, value.outcome) == terminal_seen
-        elif value.status.is_terminal:
+        if value.status.is_terminal:
             terminal_seen = (value.status, value.outcome)
     expected = _final(_run(_queued(), sequence))
-    if sequence[-1] in kept:  # the terminal fact arrived: it decides the end state
+    decisive = [e for e in sequence if e.event_type in _DECISIVE]
+    if any(e in kept for e in decisive):  # the completion or cancel arrived: it decides
         assert value.status == expected[0]
         assert value.outcome == expected[1]
+    elif any(e.event_type.endswith("deleted") for e in kept):
+        assert value.outcome is Outcome.TASK_DELETED
 
 
 def test_escalation_ids_stay_ours() -> None:
