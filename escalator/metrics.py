@@ -46,6 +46,36 @@ class Metrics:
             "Unexpected errors in the dispatcher (each one logged with its traceback).",
             registry=self.registry,
         )
+        self.events_received = Counter(
+            "escalator_taskrouter_events",
+            "TaskRouter event callbacks, by event type and what became of them.",
+            ["type", "result"],
+            registry=self.registry,
+        )
+        self.signature_failures = Counter(
+            "escalator_signature_failures",
+            "Webhook requests refused for a missing or wrong X-Twilio-Signature.",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.assignment_instructions = Counter(
+            "escalator_assignment_instructions",
+            "Assignment callbacks answered, by channel and instruction.",
+            ["channel", "instruction"],
+            registry=self.registry,
+        )
+        self.worker_resets = Counter(
+            "escalator_worker_resets",
+            "Workers put back after a reservation timeout (done) or left alone (skipped, refused).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.escalations_finished = Counter(
+            "escalator_escalations_finished",
+            "Escalations that reached a terminal status, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.store_unavailable = Counter(
             "escalator_store_unavailable",
             "Requests or loop turns that found the database unavailable.",

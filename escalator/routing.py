@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,6 +17,9 @@ from escalator.expressions import ExpressionError, parse
 
 __all__ = [
     "Activity",
+    "AssignmentSpec",
+    "CascadeSpec",
+    "ChannelAssignment",
     "DemoWorker",
     "Department",
     "Reason",
@@ -199,6 +202,55 @@ class WorkspaceSpec(_Strict):
         return self
 
 
+class ChannelAssignment(_Strict):
+    """The assignment instruction for one channel's reservations."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    instruction: Literal["accept", "dequeue"] = "accept"
+    # Dequeue bridges the call to the worker from this caller id (a Twilio number of yours).
+    caller_id: str | None = Field(default=None, alias="from", pattern=r"^\+[1-9][0-9]{6,14}$")
+    post_work_activity_sid: str | None = Field(default=None, pattern=r"^WA[0-9a-fA-F]{32}$")
+
+    @model_validator(mode="after")
+    def _dequeue_needs_a_caller_id(self) -> ChannelAssignment:
+        if self.instruction == "dequeue" and self.caller_id is None:
+            raise ValueError("a 'dequeue' instruction needs 'from', the caller id of the call")
+        return self
+
+
+_ACCEPT = ChannelAssignment()
+# Twilio's magic test number: a placeholder until a routing file names a number of its own.
+_DEFAULT_CALLER_ID = "+15005550006"
+
+
+class AssignmentSpec(_Strict):
+    """What ``POST /taskrouter/assignment`` answers, per channel."""
+
+    chat: ChannelAssignment = _ACCEPT
+    sms: ChannelAssignment = _ACCEPT
+    whatsapp: ChannelAssignment = _ACCEPT
+    email: ChannelAssignment = _ACCEPT
+    voice: ChannelAssignment = ChannelAssignment(
+        instruction="dequeue", caller_id=_DEFAULT_CALLER_ID
+    )
+
+    def for_channel(self, channel: str | None) -> ChannelAssignment:
+        """The instruction for ``channel``; an unknown or missing channel is accepted."""
+        value = getattr(self, channel, None) if channel in _CHANNELS else None
+        return value if isinstance(value, ChannelAssignment) else _ACCEPT
+
+
+_CHANNELS = frozenset({"chat", "sms", "whatsapp", "email", "voice"})
+
+
+class CascadeSpec(_Strict):
+    """The reservation timeout cascade fix: put a timed-out worker back into ``activity``."""
+
+    reset: bool = True
+    activity: Name = "Available"
+
+
 class RoutingFile(_Strict):
     """The whole routing file, validated."""
 
@@ -206,6 +258,24 @@ class RoutingFile(_Strict):
     departments: dict[DepartmentName, Department] = Field(min_length=1)
     reasons: dict[str, Reason]
     workspace: WorkspaceSpec
+    assignment: AssignmentSpec = AssignmentSpec()
+    cascade: CascadeSpec = CascadeSpec()
+
+    @model_validator(mode="after")
+    def _cascade_activity_exists(self) -> RoutingFile:
+        # Checked only when the file names the cascade: older files keep their meaning.
+        if "cascade" not in self.model_fields_set or not self.cascade.reset:
+            return self
+        activities = {activity.name: activity for activity in self.workspace.activities}
+        activity = activities.get(self.cascade.activity)
+        if activity is None:
+            raise ValueError(f"cascade.activity: {self.cascade.activity!r} is not an activity")
+        if not activity.available:
+            raise ValueError(
+                f"cascade.activity: {self.cascade.activity!r} is not available: a worker "
+                "put back there would receive no reservations"
+            )
+        return self
 
     @field_validator("reasons")
     @classmethod

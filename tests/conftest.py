@@ -103,9 +103,13 @@ class Sim:
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[Sim]:
-    """The simulator on a real socket, seeded with the bundled routing file's workspace."""
-    running = await start_simulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN)
+async def sim(request: pytest.FixtureRequest) -> AsyncIterator[Sim]:
+    """The simulator on a real socket, seeded with the bundled routing file's workspace;
+    on a virtual clock when the test is marked ``virtual_clock``."""
+    virtual = request.node.get_closest_marker("virtual_clock") is not None
+    running = await start_simulator(
+        account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, virtual_clock=virtual
+    )
     http = AsyncTwilioHttpClient()
     client = Client(ACCOUNT_SID, AUTH_TOKEN, http_client=http, environment={})
     client.taskrouter.base_url = running.url

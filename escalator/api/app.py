@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from escalator.api import escalations, health
+from escalator.api import escalations, health, webhooks
 from escalator.api.keys import CLOCK, DISPATCHER, METRICS, NEW_ID, ROUTING, SETTINGS, STORE
 from escalator.api.problems import error_middleware
 from escalator.dispatcher import Dispatcher
@@ -79,6 +79,7 @@ def create_app(
     app[NEW_ID] = deps.new_id
     app.add_routes(escalations.routes)
     app.add_routes(health.routes)
+    app.add_routes(webhooks.routes)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         store = deps.store or await open_store(

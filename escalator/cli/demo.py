@@ -41,7 +41,11 @@ def _narrate(record: EventRecord) -> None:
 
 
 def _banner(
-    settings: Settings, api_key: str, simulator: RunningSimulator, workspace: ProvisionedWorkspace
+    settings: Settings,
+    api_key: str,
+    simulator: RunningSimulator,
+    workspace: ProvisionedWorkspace,
+    auth_token: str,
 ) -> str:
     base = settings.effective_public_url
     conversation = f"demo-{secrets.token_hex(4)}"
@@ -57,6 +61,7 @@ escalator demo is running
   API        {base}   (SQLite: {settings.database_url.removeprefix("sqlite:///")})
   TaskRouter simulator {simulator.url}  workspace {workspace.workspace_sid}
   API key    {api_key}
+  Auth token {auth_token}   (the simulator's: it signs the callbacks to /taskrouter/*)
 
 Escalate a conversation, then read it back (paste both lines):
 
@@ -82,7 +87,13 @@ async def run_demo(settings: Settings, simulator_port: int) -> None:
     simulator.state.agents.default = _DEMO_POLICY
     simulator.state.events.subscribe(_narrate)
     try:
-        workspace = await provision_simulator(simulator, account_sid, auth_token, routing)
+        workspace = await provision_simulator(
+            simulator,
+            account_sid,
+            auth_token,
+            routing,
+            callbacks_to=settings.effective_public_url,
+        )
         api_key = (
             settings.api_keys[0].get_secret_value()
             if settings.api_keys
@@ -102,7 +113,7 @@ async def run_demo(settings: Settings, simulator_port: int) -> None:
         )
 
         async def announce() -> None:
-            print(_banner(demo_settings, api_key, simulator, workspace), flush=True)
+            print(_banner(demo_settings, api_key, simulator, workspace, auth_token), flush=True)
 
         await serve_app(demo_settings, routing, on_ready=announce)
     finally:

@@ -85,10 +85,23 @@ async def start_simulator_or_fail(
 
 
 async def provision_simulator(
-    simulator: RunningSimulator, account_sid: str, auth_token: str, routing: RoutingTable
+    simulator: RunningSimulator,
+    account_sid: str,
+    auth_token: str,
+    routing: RoutingTable,
+    *,
+    callbacks_to: str | None = None,
 ) -> ProvisionedWorkspace:
-    """Create the routing file's workspace in the simulator, through the twilio SDK."""
+    """Create the routing file's workspace in the simulator, through the twilio SDK; with
+    ``callbacks_to`` (escalator's public URL), its event and assignment callbacks go there."""
     async with AsyncTwilioHttpClient() as http:
         client = Client(account_sid, auth_token, http_client=http, environment={})
         client.taskrouter.base_url = simulator.url
-        return await provision_workspace(client, routing.file.workspace)
+        return await provision_workspace(
+            client,
+            routing.file.workspace,
+            event_callback_url=f"{callbacks_to}/taskrouter/events" if callbacks_to else None,
+            assignment_callback_url=(
+                f"{callbacks_to}/taskrouter/assignment" if callbacks_to else None
+            ),
+        )

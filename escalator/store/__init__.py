@@ -2,16 +2,52 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from enum import StrEnum
+from typing import Any, Protocol
 
+from escalator.domain.effects import WorkerReset
 from escalator.domain.escalation import Escalation
+from escalator.domain.events import TaskRouterEvent
 from escalator.domain.ids import EscalationId, OutboxId
 
-__all__ = ["CREATE_TASK", "OutboxItem", "Store"]
+__all__ = [
+    "CREATE_TASK",
+    "RESET_WORKER",
+    "IngestResult",
+    "Ingested",
+    "OutboxItem",
+    "Reaction",
+    "Store",
+]
 
 CREATE_TASK = "create_task"
+RESET_WORKER = "reset_worker"
+
+# What an event does to the escalation it concerns: its new state and the side effects owed,
+# or None when the event changes nothing (it is then not stored).
+Reaction = Callable[[Escalation], tuple[Escalation, tuple[WorkerReset, ...]] | None]
+
+
+class IngestResult(StrEnum):
+    """What became of an event callback."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    NOT_OURS = "not_ours"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """The result of ingesting one event, with the escalation before and after it."""
+
+    result: IngestResult
+    before: Escalation | None = None
+    after: Escalation | None = None
+    effects: tuple[WorkerReset, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +60,7 @@ class OutboxItem:
     attempts: int
     ambiguous: bool
     due_at: datetime
+    payload: dict[str, Any] | None = None
 
 
 class Store(Protocol):
@@ -50,6 +87,17 @@ class Store(Protocol):
         self, item: OutboxItem, *, owner: str, previous: Escalation, current: Escalation
     ) -> bool:
         """Save the escalation's new state and drop the outbox row, if we still hold the lease."""
+        ...
+
+    async def ingest_event(
+        self, event: TaskRouterEvent, *, received_at: datetime, react: Reaction
+    ) -> Ingested:
+        """In one transaction: store ``event`` once, apply ``react`` to its escalation, save
+        the result (optimistic version check) and its side effects' outbox rows."""
+        ...
+
+    async def drop_outbox(self, item: OutboxItem, *, owner: str) -> bool:
+        """Delete a done outbox row, if we still hold its lease."""
         ...
 
     async def retry_outbox(

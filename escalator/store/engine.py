@@ -53,12 +53,14 @@ def create_engine(
 ) -> AsyncEngine:
     """An async engine for ``url``, with SQLite in WAL mode and PostgreSQL with a checked pool."""
     driver_url = async_url(url)
+    # hide_parameters: a driver error's text must not carry the summary or contact details.
     if driver_url.startswith("sqlite"):
-        engine = create_async_engine(driver_url, connect_args={"timeout": 5})
+        engine = create_async_engine(driver_url, connect_args={"timeout": 5}, hide_parameters=True)
         _tune_sqlite(engine, sqlite_synchronous)
         return engine
     return create_async_engine(
         driver_url,
+        hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,

@@ -8,7 +8,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-__all__ = ["Json", "UtcDateTime", "escalations", "history", "metadata", "outbox"]
+__all__ = [
+    "Json",
+    "UtcDateTime",
+    "escalations",
+    "events",
+    "history",
+    "metadata",
+    "outbox",
+]
 
 
 class UtcDateTime(sa.TypeDecorator[datetime]):
@@ -132,5 +140,29 @@ outbox = sa.Table(
     sa.Column("lease_expires_at", UtcDateTime, nullable=True),
     sa.Column("last_error", sa.String(512), nullable=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
+    # Parameters of side effects other than creating the task (e.g. which worker to reset).
+    sa.Column("payload", Json, nullable=True),
     sa.Index("ix_outbox_due_at", "due_at"),
+)
+
+# TaskRouter events applied to escalations, each stored once under its key. Only ids, type,
+# times and reason: the task's and the worker's attributes (customer data) are never kept.
+events = sa.Table(
+    "taskrouter_events",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column(
+        "escalation_id",
+        sa.String(40),
+        sa.ForeignKey("escalations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("task_sid", sa.String(34), nullable=True),
+    sa.Column("reservation_sid", sa.String(34), nullable=True),
+    sa.Column("worker_sid", sa.String(34), nullable=True),
+    sa.Column("reason", sa.String(200), nullable=True),
+    sa.Column("occurred_at", UtcDateTime, nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Index("ix_taskrouter_events_escalation_id", "escalation_id"),
 )

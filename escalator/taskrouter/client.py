@@ -1,4 +1,4 @@
-"""A thin adapter over the twilio SDK: create and find tasks; Twilio's errors mapped to ours."""
+"""A thin adapter over the twilio SDK (tasks, activities, workers); Twilio errors mapped to ours."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 
 class TaskRouterClient:
-    """Creates and finds escalation tasks in one TaskRouter workspace."""
+    """Creates and finds escalation tasks, and moves workers, in one TaskRouter workspace."""
 
     def __init__(
         self,
@@ -74,6 +74,9 @@ class TaskRouterClient:
         self._client.taskrouter.base_url = base_url.rstrip("/")
         self._workspace = self._client.taskrouter.v1.workspaces(workspace_sid)
         self._timeout = timeout
+        # Activity names to SIDs; an Activity cannot be renamed into another's availability,
+        # and a workspace has at most 100 of them, so one list is kept for the process.
+        self._activities: dict[str, str] = {}
 
     @property
     def sdk(self) -> Client:
@@ -167,6 +170,35 @@ class TaskRouterClient:
             if escalation_id in wanted and escalation_id not in found:
                 found[EscalationId(escalation_id)] = TaskSid(str(task.sid))
         return found
+
+    async def activity_sid(self, name: str) -> str:
+        """The SID of the workspace's activity named ``name`` (listed once, then cached)."""
+        if name not in self._activities:
+            async with self._call("list activities"):
+                listed = await self._workspace.activities.list_async(page_size=100)
+            self._activities = {str(a.friendly_name): str(a.sid) for a in listed}
+        try:
+            return self._activities[name]
+        except KeyError:
+            raise PermanentTwilioError(f"the workspace has no activity named {name!r}") from None
+
+    async def timeout_activity_sid(self) -> str | None:
+        """The activity TaskRouter moves a worker to when a reservation times out."""
+        async with self._call("fetch workspace"):
+            workspace = await self._workspace.fetch_async()
+        sid = workspace.timeout_activity_sid
+        return str(sid) if sid else None
+
+    async def worker_activity_sid(self, worker_sid: str) -> str | None:
+        """The worker's current activity."""
+        async with self._call("fetch worker"):
+            worker = await self._workspace.workers(worker_sid).fetch_async()
+        return str(worker.activity_sid) if worker.activity_sid else None
+
+    async def set_worker_activity(self, worker_sid: str, activity_sid: str) -> None:
+        """Move the worker into ``activity_sid``."""
+        async with self._call("update worker"):
+            await self._workspace.workers(worker_sid).update_async(activity_sid=activity_sid)
 
     async def close(self) -> None:
         """Close the HTTP session."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,8 @@ class Service:
     sim: Sim
     clock: FakeClock
     waits: list[float]
+    metrics: Metrics
+    public_url: str
 
     async def post(self, body: dict[str, Any], **headers: str) -> Any:
         return await self.client.post(
@@ -59,6 +62,12 @@ class Service:
         )
         assert response.status == 200, await response.text()
         return await response.json()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def make_settings(sim: Sim, **overrides: object) -> Settings:
@@ -83,6 +92,8 @@ async def service_factory(sim: Sim, sqlite_url: str) -> AsyncIterator[ServiceFac
     opened: list[tuple[TestClient[web.Request, web.Application], SqlStore, TaskRouterClient]] = []
 
     async def build(database_url: str = sqlite_url, **overrides: object) -> Service:
+        port = free_port()
+        overrides.setdefault("public_url", f"http://127.0.0.1:{port}")
         settings = make_settings(sim, database_url=database_url, **overrides)
         store = await open_store(database_url)
         taskrouter = TaskRouterClient(
@@ -108,15 +119,25 @@ async def service_factory(sim: Sim, sqlite_url: str) -> AsyncIterator[ServiceFac
         )
         app = create_app(
             settings,
-            routing=load_routing(),
+            routing=load_routing(settings.routing_file),
             deps=Dependencies(
                 store=store, taskrouter=taskrouter, clock=clock, metrics=metrics, dispatch=False
             ),
         )
-        client = TestClient(TestServer(app))
+        client = TestClient(TestServer(app, host="127.0.0.1", port=port))
         await client.start_server()
         opened.append((client, store, taskrouter))
-        return Service(client, store, dispatcher, taskrouter, sim, clock, waits)
+        return Service(
+            client,
+            store,
+            dispatcher,
+            taskrouter,
+            sim,
+            clock,
+            waits,
+            metrics,
+            settings.effective_public_url,
+        )
 
     yield build
     for client, store, taskrouter in opened:

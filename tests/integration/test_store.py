@@ -6,21 +6,30 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import exc as sa_exc
 
+from escalator.domain.effects import side_effects
 from escalator.domain.escalation import Escalation, TwilioFailure, task_attached, task_refused
-from escalator.domain.ids import EscalationId, TaskSid
+from escalator.domain.events import TaskRouterEvent, apply_event
+from escalator.domain.ids import EscalationId, ReservationSid, TaskSid, WorkerSid
 from escalator.errors import StoreUnavailable
+from escalator.routing import CascadeSpec
+from escalator.store import RESET_WORKER, IngestResult
 from escalator.store.engine import create_engine
 from escalator.store.schema import metadata
 from escalator.store.sql import SqlStore, open_store
 from tests.unit.factories import NOW, escalation
 
 LEASE = timedelta(seconds=30)
+TASK = TaskSid("WT" + "1" * 32)
+RES = ReservationSid("WR" + "1" * 32)
+WK = WorkerSid("WK" + "1" * 32)
 
 
 @pytest.fixture
@@ -178,5 +187,86 @@ async def test_sqlite_is_in_wal_mode_with_full_synchronous_commits(sqlite_url: s
             assert await connection.scalar(sa.text("PRAGMA journal_mode")) == "wal"
             assert await connection.scalar(sa.text("PRAGMA synchronous")) == 2  # FULL
             assert await connection.scalar(sa.text("PRAGMA busy_timeout")) == 5000
+    finally:
+        await store.close()
+
+
+def _event(key: str, event_type: str, **fields: Any) -> TaskRouterEvent:
+    return TaskRouterEvent(key=key, event_type=event_type, occurred_at=NOW, **fields)
+
+
+def _react(escalation: Escalation, event: TaskRouterEvent) -> Any:
+    after = apply_event(escalation, event)
+    return after, side_effects(escalation, after, event, CascadeSpec())
+
+
+async def _queued(store: SqlStore) -> Escalation:
+    value, _ = await store.create_escalation(_new(1))
+    [item] = await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=5)
+    queued = task_attached(value, TASK, now=NOW)
+    assert await store.complete_outbox(item, owner="a", previous=value, current=queued)
+    return queued
+
+
+async def test_an_event_is_stored_once_and_applied_with_its_side_effects(store: SqlStore) -> None:
+    queued = await _queued(store)
+    created = _event("k1", "reservation.created", task_sid=TASK, reservation_sid=RES, worker_sid=WK)
+    timeout = _event("k2", "reservation.timeout", task_sid=TASK, reservation_sid=RES, worker_sid=WK)
+    for event in (created, timeout, timeout):
+        await store.ingest_event(event, received_at=NOW, react=lambda e, ev=event: _react(e, ev))
+    stored = await store.get_escalation(queued.id)
+    assert stored is not None
+    assert [entry.event for entry in stored.history][-2:] == [
+        "reservation.created",
+        "reservation.timeout",
+    ]
+    [reset] = await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=5)
+    assert (reset.kind, reset.payload) == (
+        RESET_WORKER,
+        {"worker_sid": WK, "activity": "Available", "reservation_sid": RES},
+    )
+    assert await store.drop_outbox(reset, owner="a")
+    assert await store.outbox_backlog() == 0
+
+
+async def test_concurrent_deliveries_of_events_are_each_applied_once(store: SqlStore) -> None:
+    queued = await _queued(store)
+    batch = [
+        _event(f"k{n}", "reservation.created", task_sid=TASK, reservation_sid=f"WR{n:032d}")
+        for n in range(5)
+    ]
+    results = await asyncio.gather(
+        *(
+            store.ingest_event(event, received_at=NOW, react=lambda e, ev=event: _react(e, ev))
+            for event in batch + batch
+        )
+    )
+    assert sorted(r.result.value for r in results) == ["applied"] * 5 + ["duplicate"] * 5
+    stored = await store.get_escalation(queued.id)
+    assert stored is not None
+    assert len(stored.history) == len(queued.history) + 5
+
+
+async def test_an_event_adopts_its_escalation_by_id_or_is_not_ours(store: SqlStore) -> None:
+    value, _ = await store.create_escalation(_new(1))
+    adopt = _event("k1", "task.created", task_sid=TASK, escalation_id=value.id)
+    ingested = await store.ingest_event(adopt, received_at=NOW, react=lambda e: _react(e, adopt))
+    assert ingested.result is IngestResult.APPLIED
+    stored = await store.get_escalation(value.id)
+    assert stored is not None
+    assert stored.task_sid == TASK
+    stranger = _event("k2", "task.canceled", task_sid=TaskSid("WT" + "8" * 32))
+    result = await store.ingest_event(stranger, received_at=NOW, react=lambda e: None)
+    assert result.result is IngestResult.NOT_OURS
+
+
+async def test_a_driver_error_does_not_carry_the_customer_content(postgres_url: str) -> None:
+    store = await open_store(postgres_url)
+    try:
+        # Bypass the request model: PostgreSQL refuses NUL in text with a DataError.
+        poisoned = replace(_new(1), summary="my card 4111 was stolen\x00", context={"k": "v"})
+        with pytest.raises(sa_exc.DBAPIError) as raised:
+            await store.create_escalation(poisoned)
+        assert "stolen" not in str(raised.value)
     finally:
         await store.close()

@@ -1,4 +1,4 @@
-"""The dispatcher: a background loop that turns due outbox rows into TaskRouter tasks."""
+"""The dispatcher's loop: leases due outbox rows and carries each out by its kind."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from escalator.dispatcher.resets import WorkerResets
 from escalator.domain.attributes import encode_attributes, task_channel
 from escalator.domain.escalation import (
     Escalation,
+    Outcome,
     TwilioFailure,
     task_attached,
     task_refused,
@@ -27,7 +29,7 @@ from escalator.domain.ids import TaskSid
 from escalator.errors import PermanentTwilioError, StoreUnavailable, TransientTwilioError
 from escalator.logs import get_logger
 from escalator.metrics import Metrics
-from escalator.store import CREATE_TASK, OutboxItem, Store
+from escalator.store import CREATE_TASK, RESET_WORKER, OutboxItem, Store
 from escalator.taskrouter import TaskRouterClient
 
 __all__ = ["Clock", "Dispatcher"]
@@ -37,7 +39,8 @@ _log = get_logger(__name__)
 
 
 class Dispatcher:
-    """Leases due outbox rows and finds or creates each escalation's task, exactly once."""
+    """Leases due outbox rows: finds or creates each escalation's task exactly once, and
+    puts timed-out workers back to work."""
 
     def __init__(
         self,
@@ -70,6 +73,13 @@ class Dispatcher:
         self._jitter = wait_random_exponential(multiplier=0.2, max=5)
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._resets = WorkerResets(
+            store=store,
+            taskrouter=taskrouter,
+            metrics=metrics,
+            owner=owner,
+            retry=self._retry_reset,
+        )
 
     def wake(self) -> None:
         """Look for work now instead of at the next interval (a new escalation was committed)."""
@@ -116,6 +126,8 @@ class Dispatcher:
         try:
             if item.kind == CREATE_TASK:
                 await self._create_task(item)
+            elif item.kind == RESET_WORKER:
+                await self._resets.handle(item)
             else:
                 _log.error("outbox.unknown_kind", outbox_id=item.id, kind=item.kind)
         except StoreUnavailable:
@@ -244,8 +256,26 @@ class Dispatcher:
             item, owner=self._owner, previous=escalation, current=failed
         )
         self._count_failure("permanent", exc.code or exc.status)
+        self._metrics.escalations_finished.labels(outcome=Outcome.TWILIO_REJECTED.value).inc()
         _log.error(
             "task.create_refused", escalation_id=escalation.id, status=exc.status, code=exc.code
+        )
+
+    async def _retry_reset(self, item: OutboxItem, exc: TransientTwilioError) -> None:
+        delay = self._backoff(item.attempts, exc.retry_after)
+        await self._store.retry_outbox(
+            item,
+            owner=self._owner,
+            due_at=self._clock() + timedelta(seconds=delay),
+            error=str(exc),
+            ambiguous=False,
+        )
+        _log.warning(
+            "worker.reset_failed",
+            escalation_id=item.escalation_id,
+            status=exc.status,
+            code=exc.code,
+            retry_in=round(delay, 3),
         )
 
     async def _retry_later(
