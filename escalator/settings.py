@@ -8,7 +8,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -97,6 +104,16 @@ class Settings(BaseSettings):
             raise ValueError("expected an http:// or https:// URL")
         return value.rstrip("/") if value else value
 
+    @model_validator(mode="after")
+    def _lease_outlives_calls(self) -> Settings:
+        # A lease must outlast a find and a create, or a second replica could take the row
+        # while the first one's request is still in flight.
+        if self.dispatch_lease_seconds < 2 * self.twilio_timeout + 5:
+            raise ValueError(
+                "dispatch_lease_seconds: must be at least 2 x ESCALATOR_TWILIO_TIMEOUT + 5 s"
+            )
+        return self
+
     @property
     def effective_public_url(self) -> str:
         """The URL Twilio calls us at: ``ESCALATOR_PUBLIC_URL`` or ``http://HOST:PORT``."""
@@ -133,6 +150,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         return Settings.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "settings"
         message = str(first["msg"]).removeprefix("Value error, ")
+        field = str(first["loc"][0]) if first["loc"] else None
+        if field is None:
+            # A check across settings names its field first: "field: problem".
+            field, _, message = message.partition(": ")
         raise ConfigurationError(f"{_variable_name(field)}: {message}") from None

@@ -111,6 +111,7 @@ def create_app(
             lease_seconds=settings.dispatch_lease_seconds,
             interval=settings.dispatch_interval,
             max_backoff=settings.retry_max_backoff,
+            call_timeout=settings.twilio_timeout,
         )
         app[DISPATCHER] = dispatcher
         loop = asyncio.create_task(dispatcher.run(), name="dispatcher")

@@ -12,7 +12,7 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    stop_after_delay,
+    stop_before_delay,
     wait_random_exponential,
 )
 
@@ -56,6 +56,7 @@ class Dispatcher:
         interval: float = 0.5,
         max_backoff: float = 60.0,
         attempts_per_lease: int = 3,
+        call_timeout: float = 10.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
@@ -69,6 +70,10 @@ class Dispatcher:
         self._interval = interval
         self._max_backoff = max_backoff
         self._attempts = attempts_per_lease
+        # A find and a create may each take `call_timeout`; the next attempt only starts when
+        # both still end well before the lease does, or another replica could take the row
+        # while our request is in flight and create a second task.
+        self._budget = max(0.0, lease_seconds - 2 * call_timeout - 1.0)
         self._sleep = sleep
         self._jitter = wait_random_exponential(multiplier=0.2, max=5)
         self._wakeup = asyncio.Event()
@@ -78,7 +83,7 @@ class Dispatcher:
             taskrouter=taskrouter,
             metrics=metrics,
             owner=owner,
-            retry=self._retry_reset,
+            retry=self._give_back,
         )
 
     def wake(self) -> None:
@@ -118,8 +123,15 @@ class Dispatcher:
         items = await self._store.lease_outbox(
             owner=self._owner, now=self._clock(), lease_for=self._lease, limit=self._batch
         )
-        if items:
-            await asyncio.gather(*(self._handle(item) for item in items))
+        results = await asyncio.gather(
+            *(self._handle(item) for item in items), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, StoreUnavailable):
+                self._metrics.store_unavailable.labels(where="dispatcher").inc()
+            elif isinstance(result, BaseException):
+                self._metrics.dispatcher_errors.inc()
+                _log.error("outbox.item_crashed", error=type(result).__name__)
         return len(items)
 
     async def _handle(self, item: OutboxItem) -> None:
@@ -149,6 +161,7 @@ class Dispatcher:
     async def _create_task(self, item: OutboxItem) -> None:
         escalation = await self._store.get_escalation(item.escalation_id)
         if escalation is None:
+            await self._store.drop_outbox(item, owner=self._owner)
             return
         if escalation.task_sid is not None or escalation.status.is_terminal:
             await self._store.complete_outbox(
@@ -160,7 +173,7 @@ class Dispatcher:
         except PermanentTwilioError as exc:
             await self._refused(item, escalation, exc)
         except TransientTwilioError as exc:
-            await self._retry_later(item, escalation, exc)
+            await self._give_back(item, exc, event="task.create_failed")
         else:
             await self._attached(item, escalation, task_sid, adopted=adopted)
 
@@ -171,8 +184,7 @@ class Dispatcher:
         encoded = encode_attributes(escalation)
         ambiguous = item.ambiguous
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts)
-            | stop_after_delay(self._lease.total_seconds() / 2),
+            stop=stop_after_attempt(self._attempts) | stop_before_delay(self._budget),
             wait=self._wait,
             retry=retry_if_exception_type(TransientTwilioError),
             sleep=self._sleep,
@@ -261,26 +273,10 @@ class Dispatcher:
             "task.create_refused", escalation_id=escalation.id, status=exc.status, code=exc.code
         )
 
-    async def _retry_reset(self, item: OutboxItem, exc: TransientTwilioError) -> None:
-        delay = self._backoff(item.attempts, exc.retry_after)
-        await self._store.retry_outbox(
-            item,
-            owner=self._owner,
-            due_at=self._clock() + timedelta(seconds=delay),
-            error=str(exc),
-            ambiguous=False,
-        )
-        _log.warning(
-            "worker.reset_failed",
-            escalation_id=item.escalation_id,
-            status=exc.status,
-            code=exc.code,
-            retry_in=round(delay, 3),
-        )
-
-    async def _retry_later(
-        self, item: OutboxItem, escalation: Escalation, exc: TransientTwilioError
+    async def _give_back(
+        self, item: OutboxItem, exc: TransientTwilioError, *, event: str = "outbox.retry"
     ) -> None:
+        """Return the row for a later attempt, backing off and honouring Retry-After."""
         delay = self._backoff(item.attempts, exc.retry_after)
         await self._store.retry_outbox(
             item,
@@ -290,8 +286,9 @@ class Dispatcher:
             ambiguous=exc.may_have_succeeded,
         )
         _log.warning(
-            "task.create_failed",
-            escalation_id=escalation.id,
+            event,
+            escalation_id=item.escalation_id,
+            kind=item.kind,
             status=exc.status,
             code=exc.code,
             attempts=item.attempts + 1,

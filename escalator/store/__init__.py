@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -15,6 +15,7 @@ from escalator.domain.ids import EscalationId, OutboxId
 
 __all__ = [
     "CREATE_TASK",
+    "OUTBOX_KINDS",
     "RESET_WORKER",
     "IngestResult",
     "Ingested",
@@ -25,6 +26,8 @@ __all__ = [
 
 CREATE_TASK = "create_task"
 RESET_WORKER = "reset_worker"
+# Every kind of outbox row this version of escalator can carry out.
+OUTBOX_KINDS = frozenset({CREATE_TASK, RESET_WORKER})
 
 # What an event does to the escalation it concerns: its new state and the side effects owed,
 # or None when the event changes nothing (it is then not stored).
@@ -78,7 +81,13 @@ class Store(Protocol):
         ...
 
     async def lease_outbox(
-        self, *, owner: str, now: datetime, lease_for: timedelta, limit: int
+        self,
+        *,
+        owner: str,
+        now: datetime,
+        lease_for: timedelta,
+        limit: int,
+        kinds: Collection[str] = OUTBOX_KINDS,
     ) -> list[OutboxItem]:
         """Lease up to ``limit`` due outbox rows whose lease is free or expired."""
         ...

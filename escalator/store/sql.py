@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,6 +19,7 @@ from escalator.domain.ids import EscalationId, OutboxId
 from escalator.errors import StoreUnavailable
 from escalator.store import (
     CREATE_TASK,
+    OUTBOX_KINDS,
     RESET_WORKER,
     Ingested,
     IngestResult,
@@ -140,12 +141,21 @@ class SqlStore:
             return await self._load(connection, escalations.c.id == escalation_id)
 
     async def lease_outbox(
-        self, *, owner: str, now: datetime, lease_for: timedelta, limit: int
+        self,
+        *,
+        owner: str,
+        now: datetime,
+        lease_for: timedelta,
+        limit: int,
+        kinds: Collection[str] = OUTBOX_KINDS,
     ) -> list[OutboxItem]:
         """Lease due rows; a row whose earlier lease ran out is marked ambiguous."""
         due = (
             sa.select(outbox.c.id)
             .where(
+                # Only kinds this code knows: during a rolling deploy an older replica must not
+                # lease (and hold) rows that only newer code can carry out.
+                outbox.c.kind.in_(list(kinds)),
                 outbox.c.due_at <= now,
                 sa.or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at < now),
             )

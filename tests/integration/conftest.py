@@ -109,6 +109,7 @@ async def service_factory(sim: Sim, sqlite_url: str) -> AsyncIterator[ServiceFac
             waits.append(seconds)
 
         dispatcher = Dispatcher(
+            call_timeout=5,
             store=store,
             taskrouter=taskrouter,
             workflow_sid=sim.workspace.workflow_sid,

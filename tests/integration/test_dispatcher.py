@@ -6,6 +6,8 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from escalator.domain.attributes import encode_attributes
 from escalator.simulator import Fault
 from tests.integration.conftest import Service
@@ -67,7 +69,7 @@ async def test_a_429_retry_after_is_honoured(service: Service) -> None:
     assert len(await _tasks(service)) == 1
 
 
-async def test_an_outage_longer_than_a_lease_reschedules_durably(service: Service) -> None:
+async def test_more_failures_than_one_lease_allows_reschedule_durably(service: Service) -> None:
     service.sim.running.state.faults.add(Fault("tasks.create", status=503, times=3, retry_after=0))
     escalation_id = await _escalate(service)
     await service.dispatcher.run_once()
@@ -111,6 +113,46 @@ async def test_an_ambiguous_5xx_is_followed_by_a_lookup(service: Service) -> Non
     await service.dispatcher.run_once()
     body = await service.get(escalation_id)
     assert body["status"] == "queued"
+    assert len(await _tasks(service)) == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("tasks.create", status=None, ambiguous="reset"),
+        Fault("tasks.create", status=None, ambiguous="hang", hang=30),
+    ],
+    ids=["connection-reset", "answer-never-comes"],
+)
+async def test_a_create_whose_answer_is_lost_is_found_not_repeated(
+    service: Service, fault: Fault
+) -> None:
+    service.sim.running.state.faults.add(fault)
+    escalation_id = await _escalate(service)
+    await service.dispatcher.run_once()
+    body = await service.get(escalation_id)
+    assert body["status"] == "queued"
+    assert body["history"][-1]["event"] == "task.adopted"
+    [task] = await _tasks(service)
+    assert body["task_sid"] == task.sid
+
+
+async def test_a_retry_after_longer_than_the_lease_allows_gives_the_row_back(
+    service: Service,
+) -> None:
+    service.sim.running.state.faults.add(Fault("tasks.create", status=429, times=1, retry_after=60))
+    escalation_id = await _escalate(service)
+    await service.dispatcher.run_once()
+    # No sleeping on a lease another replica could take meanwhile: the row goes back, due
+    # after Retry-After, and nothing was created.
+    assert service.waits == []
+    assert (await service.get(escalation_id))["status"] == "received"
+    assert await _tasks(service) == []
+    service.clock.advance(59)
+    assert await service.dispatcher.run_once() == 0
+    service.clock.advance(60)
+    assert await service.dispatcher.run_once() == 1
+    assert (await service.get(escalation_id))["status"] == "queued"
     assert len(await _tasks(service)) == 1
 
 

@@ -270,3 +270,14 @@ async def test_a_driver_error_does_not_carry_the_customer_content(postgres_url: 
         assert "stolen" not in str(raised.value)
     finally:
         await store.close()
+
+
+async def test_only_the_kinds_asked_for_are_leased(store: SqlStore) -> None:
+    await store.create_escalation(_new(1))
+    assert (
+        await store.lease_outbox(
+            owner="old", now=NOW, lease_for=LEASE, limit=5, kinds={"reset_worker"}
+        )
+        == []
+    )
+    assert len(await store.lease_outbox(owner="new", now=NOW, lease_for=LEASE, limit=5)) == 1
