@@ -99,8 +99,36 @@ def fingerprint(
     return "fp_" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
-def _seen(escalation: Escalation, key: str) -> bool:
-    return any((entry.detail or {}).get("event_key") == key for entry in escalation.history)
+# Facts that happen at most once per task, or once per reservation: the same fact can reach us
+# under two keys (a callback fingerprint, and the Events API's Sid through the reconciler).
+_ONCE = frozenset(
+    {
+        "task.created",
+        "task.completed",
+        "task.canceled",
+        "task.deleted",
+        "task.system-deleted",
+        "task.wrapup",
+        "workflow.timeout",
+        "reservation.created",
+        "reservation.completed",
+        "reservation.wrapup",
+        *RESERVATION_OUTCOMES,
+    }
+)
+
+
+def _seen(escalation: Escalation, event: TaskRouterEvent) -> bool:
+    for entry in escalation.history:
+        if (entry.detail or {}).get("event_key") == event.key:
+            return True
+        if (
+            event.event_type in _ONCE
+            and entry.event == event.event_type
+            and entry.reservation_sid == event.reservation_sid
+        ):
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +178,7 @@ def _terminal_of(event: TaskRouterEvent) -> tuple[Status, Outcome] | None:
 
 def apply_event(escalation: Escalation, event: TaskRouterEvent) -> Escalation:
     """The escalation after ``event``: its history gains the fact, its status is re-derived."""
-    if _seen(escalation, event.key):
+    if _seen(escalation, event):
         return escalation
     if escalation.task_sid is not None and event.task_sid not in (None, escalation.task_sid):
         return escalation  # another task (a duplicate we did not adopt): not our fact

@@ -259,3 +259,22 @@ def test_dropped_events_never_regress_and_terminal_facts_win(
 
 def test_escalation_ids_stay_ours() -> None:
     assert escalation().id == EscalationId("esc_0123456789abcdef0123456789abcdef")
+
+
+def test_the_same_fact_under_another_key_is_not_recorded_twice() -> None:
+    once = _run(_queued(), REJECT_THEN_ACCEPT)
+    again = [
+        TaskRouterEvent(
+            f"EV{n}",
+            e.event_type,
+            e.occurred_at,
+            e.task_sid,
+            None,
+            e.reservation_sid,
+            e.worker_sid,
+            e.worker_name,
+            e.reason,
+        )
+        for n, e in enumerate(REJECT_THEN_ACCEPT)
+    ]
+    assert _run(once, again) == once
