@@ -82,3 +82,57 @@ class Metrics:
             ["where"],
             registry=self.registry,
         )
+        self.reconciled = Counter(
+            "escalator_reconciled_escalations",
+            "Stale escalations re-read from TaskRouter, by whether that changed them.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "escalator_reconcile_errors",
+            "Failed re-reads of stale escalations, by kind (throttled, transient, refused, ...).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.outcomes_by_reason = Counter(
+            "escalator_escalation_outcomes",
+            "Escalations that reached a terminal status, by reason code (unknown codes as "
+            "'unknown') and outcome.",
+            ["reason", "outcome"],
+            registry=self.registry,
+        )
+        self.time_to_assignment = Histogram(
+            "escalator_time_to_assignment_seconds",
+            "From acknowledgement to a worker accepting the escalation's task.",
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+            registry=self.registry,
+        )
+        self.reservations = Counter(
+            "escalator_reservations",
+            "Reservations (offers to a worker) that ended, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.status_callbacks = Counter(
+            "escalator_status_callbacks",
+            "Status callback deliveries: sent, failed (retried), abandoned, refused (bad URL).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.outbox_backlog_by_kind = Gauge(
+            "escalator_outbox_backlog_by_kind",
+            "Side effects acknowledged but not yet carried out, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.task_cancels = Counter(
+            "escalator_task_cancels",
+            "Client cancels carried to TaskRouter: done, not_applied (assigned or gone), none.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.streams_open = Gauge(
+            "escalator_streams_open",
+            "Server-sent event streams open now.",
+            registry=self.registry,
+        )

@@ -63,6 +63,19 @@ class Settings(BaseSettings):
     dispatch_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     twilio_timeout: float = Field(default=10.0, gt=0, le=120)
     retry_max_backoff: float = Field(default=60.0, gt=0, le=3600)
+    callback_secret: SecretStr | None = None
+    callback_allow_http: bool = False
+    callback_allow_private: bool = False
+    callback_timeout: float = Field(default=5.0, gt=0, le=60)
+    callback_max_attempts: int = Field(default=12, ge=1, le=100)
+    stream_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0, le=300)
+    max_streams: int = Field(default=200, ge=1, le=100_000)
+    reconcile_after: float = Field(default=60.0, gt=0, le=86_400)
+    reconcile_interval: float = Field(default=15.0, gt=0, le=3600)
+    reconcile_batch: int = Field(default=50, ge=1, le=1000)
+    reconcile_concurrency: int = Field(default=4, ge=1, le=50)
+    reconcile_reset_window: float = Field(default=120.0, ge=0, le=86_400)
 
     @classmethod
     def settings_customise_sources(

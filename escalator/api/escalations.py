@@ -8,6 +8,7 @@ from escalator.api.auth import require_api_key
 from escalator.api.keys import CLOCK, DISPATCHER, METRICS, NEW_ID, ROUTING, SETTINGS, STORE
 from escalator.api.problems import Problem
 from escalator.api.resources import escalation_resource
+from escalator.dispatcher.callback_urls import CallbackUrlRefused, UrlPolicy, check_callback_url
 from escalator.domain.escalation import new_escalation
 from escalator.domain.ids import EscalationId
 from escalator.domain.request import EscalationRequest
@@ -37,11 +38,31 @@ async def _json_body(request: web.Request) -> bytes:
     return await request.read()
 
 
+async def _check_status_callback_url(request: web.Request, url: str) -> None:
+    settings = request.app[SETTINGS]
+    if settings.callback_secret is None:
+        message = "status callbacks are off here (ESCALATOR_CALLBACK_SECRET is not set)"
+    else:
+        policy = UrlPolicy(settings.callback_allow_http, settings.callback_allow_private)
+        try:
+            await check_callback_url(url, policy)
+            return
+        except CallbackUrlRefused as exc:
+            message = str(exc)
+    raise Problem(
+        422,
+        f"1 invalid field(s): status_callback_url: {message}",
+        errors=[{"field": "status_callback_url", "message": message}],
+    )
+
+
 @routes.post("/escalations")
 async def create_escalation(request: web.Request) -> web.Response:
     """Acknowledge an escalation once it and its outbox row are committed."""
     _authenticate(request)
     body = EscalationRequest.model_validate_json(await _json_body(request))
+    if body.status_callback_url is not None:
+        await _check_status_callback_url(request, body.status_callback_url)
     route = request.app[ROUTING].route(body.reason_code)
     candidate = new_escalation(
         body, route, escalation_id=request.app[NEW_ID](), now=request.app[CLOCK]()

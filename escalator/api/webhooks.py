@@ -6,6 +6,7 @@ from aiohttp import web
 
 from escalator.api.keys import CLOCK, DISPATCHER, METRICS, ROUTING, SETTINGS, STORE
 from escalator.api.problems import Problem
+from escalator.api.transitions import record_transition
 from escalator.domain.effects import KNOWN_EVENTS, WorkerReset, applies, side_effects
 from escalator.domain.escalation import Escalation
 from escalator.domain.events import TaskRouterEvent, apply_event
@@ -94,8 +95,7 @@ def _after_ingest(request: web.Request, event: TaskRouterEvent, ingested: Ingest
     if ingested.result is not IngestResult.APPLIED or before is None or after is None:
         _log.debug("taskrouter.event_skipped", event_type=event.event_type, result=ingested.result)
         return
-    if after.status.is_terminal and not before.status.is_terminal and after.outcome is not None:
-        request.app[METRICS].escalations_finished.labels(outcome=after.outcome.value).inc()
+    record_transition(request.app[METRICS], before, after, request.app[CLOCK]())
     if ingested.effects:
         dispatcher = request.app.get(DISPATCHER)
         if dispatcher is not None:

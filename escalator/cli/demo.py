@@ -109,6 +109,10 @@ async def run_demo(settings: Settings, simulator_port: int) -> None:
                 "workspace_sid": workspace.workspace_sid,
                 "workflow_sid": workspace.workflow_sid,
                 "taskrouter_url": simulator.url,
+                # The demo's status callbacks may go to a receiver on this machine.
+                "callback_secret": settings.callback_secret or secrets.token_hex(16),
+                "callback_allow_http": True,
+                "callback_allow_private": True,
             },
         )
 

@@ -16,6 +16,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from escalator.dispatcher.callbacks import StatusCallbacks
+from escalator.dispatcher.cancels import TaskCancels
 from escalator.dispatcher.resets import WorkerResets
 from escalator.domain.attributes import encode_attributes, task_channel
 from escalator.domain.escalation import (
@@ -29,7 +31,15 @@ from escalator.domain.ids import TaskSid
 from escalator.errors import PermanentTwilioError, StoreUnavailable, TransientTwilioError
 from escalator.logs import get_logger
 from escalator.metrics import Metrics
-from escalator.store import CREATE_TASK, RESET_WORKER, OutboxItem, Store
+from escalator.store import (
+    CANCEL_TASK,
+    CREATE_TASK,
+    OUTBOX_KINDS,
+    RESET_WORKER,
+    STATUS_CALLBACK,
+    OutboxItem,
+    Store,
+)
 from escalator.taskrouter import TaskRouterClient
 
 __all__ = ["Clock", "Dispatcher"]
@@ -58,6 +68,7 @@ class Dispatcher:
         attempts_per_lease: int = 3,
         call_timeout: float = 10.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        callbacks: StatusCallbacks | None = None,
     ) -> None:
         self._store = store
         self._taskrouter = taskrouter
@@ -85,6 +96,17 @@ class Dispatcher:
             owner=owner,
             retry=self._give_back,
         )
+        self._cancels = TaskCancels(
+            store=store,
+            taskrouter=taskrouter,
+            metrics=metrics,
+            owner=owner,
+            clock=clock,
+            retry=self._give_back,
+        )
+        self._callbacks = callbacks
+        # Without a sender, status callback rows are left to a replica that has one.
+        self._kinds = OUTBOX_KINDS if callbacks else OUTBOX_KINDS - {STATUS_CALLBACK}
 
     def wake(self) -> None:
         """Look for work now instead of at the next interval (a new escalation was committed)."""
@@ -121,7 +143,11 @@ class Dispatcher:
     async def run_once(self) -> int:
         """Lease one batch of due rows and handle them concurrently; how many were leased."""
         items = await self._store.lease_outbox(
-            owner=self._owner, now=self._clock(), lease_for=self._lease, limit=self._batch
+            owner=self._owner,
+            now=self._clock(),
+            lease_for=self._lease,
+            limit=self._batch,
+            kinds=self._kinds,
         )
         results = await asyncio.gather(
             *(self._handle(item) for item in items), return_exceptions=True
@@ -140,6 +166,16 @@ class Dispatcher:
                 await self._create_task(item)
             elif item.kind == RESET_WORKER:
                 await self._resets.handle(item)
+            elif item.kind == CANCEL_TASK:
+                await self._cancels.handle(item)
+            elif item.kind == STATUS_CALLBACK and self._callbacks is not None:
+                await self._callbacks.handle(
+                    item,
+                    store=self._store,
+                    owner=self._owner,
+                    now=self._clock,
+                    backoff=lambda attempts: self._backoff(attempts, None),
+                )
             else:
                 _log.error("outbox.unknown_kind", outbox_id=item.id, kind=item.kind)
         except StoreUnavailable:
@@ -269,6 +305,10 @@ class Dispatcher:
         )
         self._count_failure("permanent", exc.code or exc.status)
         self._metrics.escalations_finished.labels(outcome=Outcome.TWILIO_REJECTED.value).inc()
+        self._metrics.outcomes_by_reason.labels(
+            reason=escalation.reason_code if escalation.known_reason else "unknown",
+            outcome=Outcome.TWILIO_REJECTED.value,
+        ).inc()
         _log.error(
             "task.create_refused", escalation_id=escalation.id, status=exc.status, code=exc.code
         )

@@ -9,14 +9,18 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from escalator.domain.effects import WorkerReset
-from escalator.domain.escalation import Escalation
+from escalator.domain.escalation import Escalation, Status
 from escalator.domain.events import TaskRouterEvent
 from escalator.domain.ids import EscalationId, OutboxId
+from escalator.store.feed import ChangeFeed
 
 __all__ = [
+    "CANCEL_TASK",
     "CREATE_TASK",
     "OUTBOX_KINDS",
     "RESET_WORKER",
+    "STATUS_CALLBACK",
+    "Cancel",
     "IngestResult",
     "Ingested",
     "OutboxItem",
@@ -26,8 +30,13 @@ __all__ = [
 
 CREATE_TASK = "create_task"
 RESET_WORKER = "reset_worker"
+CANCEL_TASK = "cancel_task"
+STATUS_CALLBACK = "status_callback"
 # Every kind of outbox row this version of escalator can carry out.
-OUTBOX_KINDS = frozenset({CREATE_TASK, RESET_WORKER})
+OUTBOX_KINDS = frozenset({CREATE_TASK, RESET_WORKER, CANCEL_TASK, STATUS_CALLBACK})
+
+# Cancels an escalation for its client (returns it unchanged when it cannot be canceled).
+Cancel = Callable[[Escalation], Escalation]
 
 # What an event does to the escalation it concerns: its new state and the side effects owed,
 # or None when the event changes nothing (it is then not stored).
@@ -133,4 +142,48 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release the connections."""
+        ...
+
+    async def list_escalations(
+        self,
+        *,
+        conversation_id: str | None,
+        statuses: Collection[Status],
+        after: tuple[datetime, EscalationId] | None,
+        limit: int,
+    ) -> list[Escalation]:
+        """Up to ``limit`` escalations ordered by (created_at, id), strictly past ``after``."""
+        ...
+
+    async def cancel_escalation(
+        self, escalation_id: EscalationId, *, now: datetime, cancel: Cancel
+    ) -> tuple[Escalation, Escalation] | None:
+        """In one transaction: apply ``cancel`` and owe TaskRouter the task's cancel; the
+        escalation before and after (the same object when ``cancel`` changed nothing)."""
+        ...
+
+    async def record_outbox_result(
+        self, item: OutboxItem, *, owner: str, change: Callable[[Escalation], Escalation]
+    ) -> bool:
+        """Drop a done row and save what ``change`` records on its escalation, if still leased."""
+        ...
+
+    async def outbox_backlog_by_kind(self) -> dict[str, int]:
+        """How many side effects are still owed, by kind."""
+        ...
+
+    @property
+    def changes(self) -> ChangeFeed:
+        """Where the store publishes the ids of escalations it changed, after each commit."""
+        ...
+
+    async def claim_stale(
+        self, *, now: datetime, quiet_since: datetime, hold_until: datetime, limit: int
+    ) -> list[EscalationId]:
+        """Claim up to ``limit`` open escalations that have a task and no news since
+        ``quiet_since``; none of them is claimed again before ``hold_until``."""
+        ...
+
+    async def reconcile_later(self, escalation_id: EscalationId, *, at: datetime) -> None:
+        """Let the reconciler claim the escalation again from ``at``."""
         ...

@@ -80,6 +80,8 @@ escalations = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    # When the reconciler may re-read this escalation from TaskRouter again (None: when stale).
+    sa.Column("reconcile_after", UtcDateTime, nullable=True),
     sa.Index("ix_escalations_conversation_id", "conversation_id"),
     sa.Index("ix_escalations_status_updated_at", "status", "updated_at"),
     # One open escalation per conversation, enforced by the database, not check-then-insert.

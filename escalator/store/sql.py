@@ -27,7 +27,9 @@ from escalator.store import (
     Reaction,
 )
 from escalator.store.engine import WRITE
+from escalator.store.feed import ChangeFeed
 from escalator.store.migrate import current_revision, head_revision
+from escalator.store.reporting import ReportingQueries, owe_status_callbacks
 from escalator.store.rows import escalation_from_rows, escalation_values, history_values
 from escalator.store.schema import escalations, events, history, outbox
 
@@ -61,11 +63,12 @@ async def _translated() -> AsyncIterator[None]:
         raise
 
 
-class SqlStore:
+class SqlStore(ReportingQueries):
     """The store on an async SQLAlchemy engine (SQLite via aiosqlite, PostgreSQL via asyncpg)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.changes = ChangeFeed()
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -223,6 +226,8 @@ class SqlStore:
                 await connection.execute(
                     sa.insert(history), history_values(current.id, new_entries)
                 )
+            await owe_status_callbacks(connection, previous, current, current.updated_at)
+        self.changes.publish(current.id)
         return True
 
     async def _owner_of(
@@ -267,9 +272,12 @@ class SqlStore:
         """Store the event once and apply it, with its outbox rows, in one transaction."""
         for _ in range(_INGEST_ATTEMPTS):
             try:
-                return await self._ingest_once(event, received_at, react)
+                ingested = await self._ingest_once(event, received_at, react)
             except _VersionConflict:
                 continue
+            if ingested.after is not None and ingested.after is not ingested.before:
+                self.changes.publish(ingested.after.id)
+            return ingested
         raise StoreUnavailable("the escalation kept changing while an event was applied; retry")
 
     async def _ingest_once(
@@ -299,6 +307,7 @@ class SqlStore:
                     await connection.execute(
                         sa.insert(history), history_values(after.id, new_entries)
                     )
+                await owe_status_callbacks(connection, before, after, received_at)
             for effect in effects:
                 await connection.execute(
                     sa.insert(outbox).values(
@@ -366,6 +375,45 @@ class SqlStore:
     async def close(self) -> None:
         """Dispose of the engine's connections."""
         await self.engine.dispose()
+
+    async def claim_stale(
+        self, *, now: datetime, quiet_since: datetime, hold_until: datetime, limit: int
+    ) -> list[EscalationId]:
+        """Claim open escalations with a task and no news since ``quiet_since``, until
+        ``hold_until``: another claim (this replica's or another's) skips them meanwhile."""
+        stale = (
+            sa.select(escalations.c.id)
+            .where(
+                escalations.c.status.in_(_OPEN),
+                escalations.c.task_sid.is_not(None),
+                escalations.c.updated_at <= quiet_since,
+                sa.or_(
+                    escalations.c.reconcile_after.is_(None),
+                    escalations.c.reconcile_after <= now,
+                ),
+            )
+            .order_by(escalations.c.updated_at, escalations.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        async with self._write() as connection:
+            rows = await connection.execute(
+                sa.update(escalations)
+                .where(escalations.c.id.in_(stale))
+                .values(reconcile_after=hold_until)
+                .returning(escalations.c.id, escalations.c.updated_at)
+            )
+            claimed = sorted(rows.all(), key=lambda row: (row[1], row[0]))
+        return [EscalationId(row[0]) for row in claimed]
+
+    async def reconcile_later(self, escalation_id: EscalationId, *, at: datetime) -> None:
+        """Let the reconciler re-read the escalation again from ``at`` (after a failure)."""
+        async with self._write() as connection:
+            await connection.execute(
+                sa.update(escalations)
+                .where(escalations.c.id == escalation_id)
+                .values(reconcile_after=at)
+            )
 
 
 async def open_store(

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -17,8 +18,10 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
-from escalator.domain.ids import EscalationId, TaskSid
+from escalator.domain.events import TaskRouterEvent
+from escalator.domain.ids import EscalationId, ReservationSid, TaskSid, WorkerSid
 from escalator.errors import PermanentTwilioError, TransientTwilioError
+from escalator.taskrouter.records import ReservationRecord, TaskRecord, event_of_record
 
 __all__ = ["TaskRouterClient", "parse_retry_after"]
 
@@ -204,6 +207,68 @@ class TaskRouterClient:
         """Close the HTTP session."""
         await self._http.close()
 
+    async def fetch_task(self, task_sid: TaskSid) -> TaskRecord | None:
+        """The task as TaskRouter shows it now, or None when it is gone (404)."""
+        try:
+            async with self._call("fetch task"):
+                task = await self._workspace.tasks(task_sid).fetch_async()
+        except PermanentTwilioError as exc:
+            # Lifecycle page: ended tasks are deleted about 5 minutes later; then only the
+            # Events API remembers them.
+            if exc.status == 404:
+                return None
+            raise
+        return TaskRecord(
+            sid=task_sid,
+            assignment_status=str(task.assignment_status or ""),
+            reason=str(task.reason) if task.reason else None,
+            date_updated=_moment(task.date_updated),
+        )
+
+    async def task_reservations(self, task_sid: TaskSid) -> list[ReservationRecord]:
+        """Every reservation of a task, whatever its status."""
+        async with self._call("list reservations"):
+            listed = await self._workspace.tasks(task_sid).reservations.list_async(page_size=1000)
+        return [
+            ReservationRecord(
+                sid=ReservationSid(str(r.sid)),
+                status=str(r.reservation_status or ""),
+                worker_sid=WorkerSid(str(r.worker_sid)) if r.worker_sid else None,
+                worker_name=str(r.worker_name) if r.worker_name else None,
+                date_created=_moment(r.date_created),
+                date_updated=_moment(r.date_updated or r.date_created),
+            )
+            for r in listed
+        ]
+
+    async def task_events(self, task_sid: TaskSid, *, since: datetime) -> list[TaskRouterEvent]:
+        """The Events API's record of a task since ``since``, oldest first, every page read."""
+        async with self._call("list events"):
+            # StartDate, not Minutes: Minutes defaults to 15 and would miss older facts.
+            listed = await self._workspace.events.list_async(
+                task_sid=task_sid, start_date=since, page_size=1000
+            )
+        facts = [
+            event_of_record(
+                sid=str(e.sid) if e.sid else None,
+                event_type=str(e.event_type or ""),
+                description=str(e.description) if e.description else None,
+                resource_sid=str(e.resource_sid) if e.resource_sid else None,
+                event_date=_moment(e.event_date, since),
+                event_data=e.event_data if isinstance(e.event_data, dict) else None,
+            )
+            for e in reversed(listed)  # the Events API lists newest first
+            if e.event_type
+        ]
+        return sorted(facts, key=lambda fact: fact.occurred_at)
+
+    async def cancel_task(self, task_sid: TaskSid, *, reason: str) -> None:
+        """Cancel a task (TaskRouter allows it only until the task is assigned)."""
+        async with self._call("cancel task"):
+            await self._workspace.tasks(task_sid).update_async(
+                assignment_status="canceled", reason=reason
+            )
+
 
 def _escalation_id_of(attributes: object) -> str | None:
     try:
@@ -220,3 +285,10 @@ def _code_of(response: object) -> int | None:
     except (ValueError, AttributeError):
         return None
     return code if isinstance(code, int) else None
+
+
+def _moment(value: object, default: datetime | None = None) -> datetime:
+    """A datetime the SDK deserialised (it hands back the raw value when it could not)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return default or datetime.now(UTC)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 import pytest
@@ -38,6 +38,11 @@ NOT_EXERCISED = {
     ("post", "/taskrouter/events", 503),
     ("get", "/escalations/{escalation_id}", 503),
     ("get", "/readyz", 503),
+    ("get", "/escalations", 503),
+    ("post", "/escalations/{escalation_id}/cancel", 503),
+    # Also "too many streams", which needs ESCALATOR_MAX_STREAMS streams open at once: the
+    # integration tests provoke it.
+    ("get", "/escalations/{escalation_id}/stream", 503),
 }
 
 
@@ -96,8 +101,15 @@ class Api:
         async with self.session.request(method, url, data=data, headers=headers) as r:
             ctype, raw = r.headers.get("Content-Type", ""), await r.read()
             response = Answer(raw, r.status, dict(r.headers), ctype)
+        path, _, query = path.partition("?")
         request = MockRequest(
-            self.base_url, method, path, headers=headers, data=data, content_type=content_type
+            self.base_url,
+            method,
+            path,
+            args=parse_qsl(query),
+            headers=headers,
+            data=data,
+            content_type=content_type,
         )
         self.contract.openapi.validate_response(request, response)
         request_errors = list(self.contract.openapi.iter_request_errors(request))
@@ -177,9 +189,12 @@ def base_url(demo_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def contract() -> Contract:
     spec = yaml.safe_load(SPEC_PATH.read_text(encoding="utf-8"))
-    # openapi-core parses only the JSON media types it knows; problem+json is JSON too.
-    problem_json = {"application/problem+json": lambda value, **_params: json.loads(value)}
-    config = Config(extra_media_type_deserializers=problem_json)
+    # openapi-core parses only the media types it knows; problem+json is JSON, SSE is text.
+    deserializers = {
+        "application/problem+json": lambda value, **_params: json.loads(value),
+        "text/event-stream": lambda value, **_params: bytes(value).decode(),
+    }
+    config = Config(extra_media_type_deserializers=deserializers)
     return Contract(spec=spec, openapi=OpenAPI.from_file_path(str(SPEC_PATH), config=config))
 
 
@@ -403,6 +418,61 @@ async def test_the_assignment_callback_answers_the_routing_files_instruction(
     )
     forged = await webhook.post("/taskrouter/assignment", params, signature="Zm9yZ2Vk")
     assert forged.status_code == 403
+
+
+async def test_escalations_are_listed_a_page_at_a_time(api: Api) -> None:
+    ids = []
+    for n in range(3):
+        created = await api.call("POST", "/escalations", escalation(f"conv-list-{n}"))
+        ids.append(created.json()["id"])
+    seen, cursor = [], ""
+    while True:
+        page = (await api.call("GET", f"/escalations?limit=2{cursor}")).json()
+        seen += [item["id"] for item in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        cursor = f"&cursor={page['next_cursor']}"
+    assert [i for i in seen if i in ids] == ids
+    one = (
+        await api.call(
+            "GET",
+            "/escalations?conversation_id=conv-list-1&status=received"
+            "&status=queued&status=reserved&status=assigned",
+        )
+    ).json()
+    assert [item["id"] for item in one["items"]] == [ids[1]]
+    bad = await api.call("GET", "/escalations?status=lost", spec_accepts=False)
+    assert bad.status_code == 422
+    assert [e["field"] for e in bad.json()["errors"]] == ["status"]
+    refused = await api.call("GET", "/escalations", token="not-a-key-we-know-at-all")
+    assert refused.status_code == 401
+
+
+async def test_cancel_answers_canceled_then_conflict_and_the_stream_ends_at_terminal(
+    api: Api,
+) -> None:
+    created = (await api.call("POST", "/escalations", escalation("conv-cancel"))).json()
+    path = f"/escalations/{created['id']}"
+    canceled = await api.call("POST", f"{path}/cancel")
+    assert canceled.status_code == 200
+    assert (canceled.json()["status"], canceled.json()["outcome"]) == (
+        "canceled",
+        "canceled_by_client",
+    )
+    again = await api.call("POST", f"{path}/cancel")
+    assert again.status_code == 409
+    assert (await api.call("POST", f"/escalations/{UNKNOWN_ID}/cancel")).status_code == 404
+    refused = await api.call("POST", f"{path}/cancel", token="not-a-key-we-know-at-all")
+    assert refused.status_code == 401
+    stream = await api.call("GET", f"{path}/stream")
+    assert stream.status_code == 200
+    assert stream.headers["Content-Type"].startswith("text/event-stream")
+    frames = [f for f in stream.data.decode().split("\n\n") if f.strip()]
+    assert len(frames) == 1
+    assert '"status":"canceled"' in frames[0]
+    assert (await api.call("GET", f"/escalations/{UNKNOWN_ID}/stream")).status_code == 404
+    unauthorized = await api.call("GET", f"{path}/stream", token="not-a-key-we-know-at-all")
+    assert unauthorized.status_code == 401
 
 
 def test_every_documented_operation_and_status_was_exercised(
