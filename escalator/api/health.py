@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from escalator.api.keys import METRICS, STORE
 from escalator.api.problems import Problem
 from escalator.errors import StoreUnavailable
+from escalator.store import OUTBOX_KINDS
 
 __all__ = ["routes"]
 
@@ -39,7 +40,11 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
     registry = request.app[METRICS]
     try:
-        registry.outbox_backlog.set(await request.app[STORE].outbox_backlog())
+        store = request.app[STORE]
+        registry.outbox_backlog.set(await store.outbox_backlog())
+        counts = await store.outbox_backlog_by_kind()
+        for kind in sorted(OUTBOX_KINDS | counts.keys()):
+            registry.outbox_backlog_by_kind.labels(kind=kind).set(counts.get(kind, 0))
     except StoreUnavailable:
         registry.store_unavailable.labels(where="metrics").inc()
     response = web.Response(body=generate_latest(registry.registry))

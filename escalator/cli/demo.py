@@ -56,14 +56,17 @@ def _banner(
     )
     auth = f'-H "Authorization: Bearer {api_key}"'
     workers = ", ".join(workspace.workers) or "none"
+    secret = settings.callback_secret.get_secret_value() if settings.callback_secret else "none"
     return f"""
 escalator demo is running
   API        {base}   (SQLite: {settings.database_url.removeprefix("sqlite:///")})
   TaskRouter simulator {simulator.url}  workspace {workspace.workspace_sid}
   API key    {api_key}
   Auth token {auth_token}   (the simulator's: it signs the callbacks to /taskrouter/*)
+  Status callback secret {secret}   (verifies X-Escalator-Signature)
 
-Escalate a conversation, then read it back (paste both lines):
+Escalate a conversation, then read it back (paste both lines; the GET shows it
+go from queued to reserved to assigned as a demo worker takes it):
 
   ID=$(curl -sS -X POST {base}/escalations {auth} -H "Content-Type: application/json" \\
     -d '{body}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

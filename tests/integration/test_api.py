@@ -167,3 +167,5 @@ async def test_health_ready_and_metrics(service: Service) -> None:
     text = await (await service.client.get("/metrics")).text()
     assert 'escalator_escalations_received_total{result="created"} 1.0' in text
     assert "escalator_outbox_backlog 1.0" in text
+    assert 'escalator_outbox_backlog_by_kind{kind="create_task"} 1.0' in text
+    assert 'escalator_outbox_backlog_by_kind{kind="cancel_task"} 0.0' in text

@@ -119,7 +119,7 @@ async def _reject_then_accept(service: Service) -> None:
 
 
 @pytest.mark.virtual_clock
-@pytest.mark.parametrize("count", [50])
+@pytest.mark.parametrize("count", [200])
 async def test_duplicated_delayed_and_reordered_callbacks_converge_to_the_simulators_record(
     service: Service, count: int
 ) -> None:
