@@ -40,6 +40,7 @@ pytest: $(STAMP)
 bench: $(STAMP)  ## benchmarks (not part of test); results under bench/results/
 	@mkdir -p bench/results
 	$(BIN)/python bench/simulator_bench.py --out bench/results/$$(date +%Y-%m-%d)-$$(hostname)-simulator.json
+	$(BIN)/python bench/events_bench.py --out bench/results/$$(date +%Y-%m-%d)-$$(hostname)-events.json
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

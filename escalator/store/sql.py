@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -69,10 +70,16 @@ class SqlStore(ReportingQueries):
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.changes = ChangeFeed()
+        # SQLite has one writer. Writers queue on this lock instead of in SQLite's busy handler,
+        # which sleeps in steps of up to 100 ms (a 1.4 s p99 under load, and "database is
+        # locked" once the busy timeout runs out). Group commit is the next step (issue 7).
+        self._writer: asyncio.Lock | contextlib.AbstractAsyncContextManager[None] = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with _translated(), self.engine.connect() as connection:
+        async with self._writer, _translated(), self.engine.connect() as connection:
             await connection.execution_options(**WRITE)
             async with connection.begin():
                 yield connection
