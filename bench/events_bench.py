@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+from benchlib import cpu_model, percentile
 from twilio.request_validator import RequestValidator
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -499,10 +500,6 @@ class _CpuMeter:
         }
 
 
-def _percentile(ordered: list[float], fraction: float) -> float:
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 async def _fire(
     session: aiohttp.ClientSession,
     url: str,
@@ -563,8 +560,8 @@ async def _timed_pass(
         errors=dict(answers),
         elapsed_s=round(elapsed, 3),
         events_per_second=round(ingested / elapsed, 1) if elapsed else 0.0,
-        p50_ms=round(_percentile(ordered, 0.5) * 1000, 2),
-        p99_ms=round(_percentile(ordered, 0.99) * 1000, 2),
+        p50_ms=round(percentile(ordered, 0.5) * 1000, 2),
+        p99_ms=round(percentile(ordered, 0.99) * 1000, 2),
         max_ms=round(ordered[-1] * 1000, 2),
         server_results={k: after[k] - before[k] for k in after if after[k] != before[k]},
         cpu=cpu,
@@ -608,16 +605,6 @@ async def _run(
 # ---------------------------------------------------------------- the machine
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _filesystem(path: Path) -> str:
     """The mount holding `path`: fsync costs differ by orders of magnitude between them."""
     best = ("", "unknown")
@@ -652,7 +639,7 @@ def _commit_ceiling(workdir: Path, seconds: float = 1.5) -> float:
 
 def _machine(workdir: Path) -> dict[str, Any]:
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),

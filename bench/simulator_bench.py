@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from benchlib import cpu_model, percentile
 
 ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "bench-token"  # noqa: S105 - the local simulator's, not a secret
@@ -185,10 +186,6 @@ async def _drive(
     return latencies, errors, time.perf_counter() - started
 
 
-def _percentile(ordered: list[float], fraction: float) -> float:
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
 async def _start_server(profile: str | None) -> tuple[asyncio.subprocess.Process, str]:
     command = [sys.executable, __file__, "--serve"]
     if profile:
@@ -248,25 +245,15 @@ async def _run(args: argparse.Namespace, index: int) -> RunResult:
         errors=errors,
         elapsed_s=round(elapsed, 3),
         creations_per_second=round(created / elapsed, 1),
-        p50_ms=round(_percentile(ordered, 0.5) * 1000, 2),
-        p99_ms=round(_percentile(ordered, 0.99) * 1000, 2),
+        p50_ms=round(percentile(ordered, 0.5) * 1000, 2),
+        p99_ms=round(percentile(ordered, 0.99) * 1000, 2),
         max_ms=round(ordered[-1] * 1000, 2),
     )
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _machine() -> dict[str, Any]:
     return {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
