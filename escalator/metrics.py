@@ -131,8 +131,68 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.idempotency = Counter(
+            "escalator_idempotency",
+            "POST /escalations with an Idempotency-Key: new, replayed, conflict (the first "
+            "request still in flight), mismatch (reused with another body).",
+            ["result"],
+            registry=self.registry,
+        )
         self.streams_open = Gauge(
             "escalator_streams_open",
             "Server-sent event streams open now.",
+            registry=self.registry,
+        )
+        self.task_lookups = Counter(
+            "escalator_task_lookups",
+            "Escalations looked up in TaskRouter by escalation id (find before create), by "
+            "result: found, not_found, multiple (more than one task), transient_error, "
+            "deferred (no rate-limit turn in time), rejected.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.task_lookup_requests = Counter(
+            "escalator_task_lookup_requests",
+            "EvaluateTaskAttributes requests sent (pages included), by result: ok, throttled "
+            "(429), failed, rejected.",
+            ["result"],
+            registry=self.registry,
+        )
+        self.task_lookup_batch_size = Histogram(
+            "escalator_task_lookup_batch_size",
+            "Escalation ids looked up together in one batch.",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=self.registry,
+        )
+        self.task_lookup_rate_limit_waits = Histogram(
+            "escalator_task_lookup_rate_limit_wait_seconds",
+            "Waits for a turn of the lookup rate limit (only the lookups that had to wait).",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.duplicate_tasks = Counter(
+            "escalator_duplicate_tasks",
+            "Tasks found beyond the first for one escalation (should never happen; the oldest "
+            "is adopted and none is deleted).",
+            registry=self.registry,
+        )
+        self.task_create_attempts = Counter(
+            "escalator_task_create_attempts",
+            "Requests to create an escalation's task, by outcome: created, transient_error, "
+            "rejected.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.twilio_rejects = Counter(
+            "escalator_twilio_rejects",
+            "Requests TaskRouter refused for good (a 4xx retrying cannot fix), by operation "
+            "and Twilio code.",
+            ["operation", "code"],
+            registry=self.registry,
+        )
+        self.tasks_after_end = Counter(
+            "escalator_tasks_after_end",
+            "Tasks created or found for an escalation that had ended meanwhile: canceled.",
+            ["how"],
             registry=self.registry,
         )

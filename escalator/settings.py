@@ -76,6 +76,28 @@ class Settings(BaseSettings):
     reconcile_batch: int = Field(default=50, ge=1, le=1000)
     reconcile_concurrency: int = Field(default=4, ge=1, le=50)
     reconcile_reset_window: float = Field(default=120.0, ge=0, le=86_400)
+    # EvaluateTaskAttributes lookups per second, for this process. Twilio allows 3 per second
+    # per workspace, shared by every replica: with N replicas, set 3/N (e.g. 1 for 3 replicas).
+    # A replica that still exceeds it gets a 429 and backs off; nothing is lost, only delayed.
+    lookup_rate_per_second: float = Field(default=3.0, gt=0, le=3)
+    idempotency_ttl: float = Field(
+        default=86_400.0,
+        gt=0,
+        le=31_536_000,
+        validation_alias=AliasChoices("ESCALATOR_IDEMPOTENCY_TTL_SECONDS", "idempotency_ttl"),
+    )
+    shutdown_grace: float = Field(
+        default=20.0,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices("ESCALATOR_SHUTDOWN_GRACE_SECONDS", "shutdown_grace"),
+    )
+    shutdown_delay: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        validation_alias=AliasChoices("ESCALATOR_SHUTDOWN_DELAY_SECONDS", "shutdown_delay"),
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -124,6 +146,15 @@ class Settings(BaseSettings):
         if self.dispatch_lease_seconds < 2 * self.twilio_timeout + 5:
             raise ValueError(
                 "dispatch_lease_seconds: must be at least 2 x ESCALATOR_TWILIO_TIMEOUT + 5 s"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _delay_within_grace(self) -> Settings:
+        # The grace period bounds the whole shutdown, the delay before the listener closes too.
+        if self.shutdown_delay >= self.shutdown_grace:
+            raise ValueError(
+                "shutdown_delay: must be shorter than ESCALATOR_SHUTDOWN_GRACE_SECONDS"
             )
         return self
 

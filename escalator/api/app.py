@@ -14,13 +14,15 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from escalator.api import escalations, health, listing, streams, webhooks
+from escalator.api.health import DRAIN, Drain
 from escalator.api.keys import CLOCK, DISPATCHER, METRICS, NEW_ID, ROUTING, SETTINGS, STORE
 from escalator.api.problems import error_middleware
 from escalator.dispatcher import Dispatcher
 from escalator.dispatcher.callback_urls import UrlPolicy
 from escalator.dispatcher.callbacks import StatusCallbacks
 from escalator.domain.ids import EscalationId
-from escalator.errors import ConfigurationError
+from escalator.errors import ConfigurationError, StoreUnavailable
+from escalator.logs import get_logger
 from escalator.metrics import Metrics
 from escalator.reconciler import Reconciler
 from escalator.routing import RoutingTable
@@ -29,7 +31,18 @@ from escalator.store import Store
 from escalator.store.sql import open_store
 from escalator.taskrouter import TaskRouterClient
 
-__all__ = ["Dependencies", "create_app", "new_escalation_id", "status_callbacks", "utc_now"]
+__all__ = [
+    "Dependencies",
+    "create_app",
+    "new_escalation_id",
+    "release_leases",
+    "status_callbacks",
+    "utc_now",
+]
+
+_log = get_logger(__name__)
+_LEASE_OWNER = web.AppKey("lease_owner", str)
+_RECONCILER = web.AppKey("reconciler", Reconciler)
 
 
 def utc_now() -> datetime:
@@ -66,7 +79,58 @@ def _taskrouter_from(settings: Settings) -> TaskRouterClient:
         workspace_sid=settings.workspace_sid,
         base_url=settings.taskrouter_url,
         timeout=settings.twilio_timeout,
+        lookup_rate_per_second=settings.lookup_rate_per_second,
     )
+
+
+def _stop_budget(app: web.Application) -> float:
+    """How long a stopped loop may take to end its turn: 10 s, or while draining what is left
+    of the grace period, less a moment to give the leases back and close the store."""
+    drain = app[DRAIN]
+    if not drain.draining:
+        return 10.0
+    return max(0.0, drain.left(0.0) - min(1.0, app[SETTINGS].shutdown_grace / 5))
+
+
+async def _finish(loop: asyncio.Task[None], within: float) -> None:
+    """Wait for a stopped loop's last turn; cancel it after ``within`` seconds (a lease it
+    held is given back ambiguous, so its task is looked for before it is created again)."""
+    try:
+        async with asyncio.timeout(within):
+            await loop
+    except TimeoutError:
+        _log.warning("background.cancelled", loop=loop.get_name(), waited=round(within, 3))
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+
+async def _stop_loops(app: web.Application) -> None:
+    """On shutdown (the listener is closed), the loops end their turn while requests drain."""
+    for loop in (app.get(DISPATCHER), app.get(_RECONCILER)):
+        if loop is not None:
+            loop.stop()
+
+
+async def release_leases(app: web.Application) -> None:
+    """Give back the outbox rows this process holds, so another replica takes them at once.
+
+    Best effort: leases expire anyway, so a failure is logged and counted, never raised.
+    """
+    owner, store, metrics = app.get(_LEASE_OWNER), app.get(STORE), app[METRICS]
+    if owner is None or store is None:
+        return
+    try:
+        released = await store.release_leases(owner=owner)
+    except StoreUnavailable:
+        metrics.store_unavailable.labels(where="shutdown").inc()
+        _log.warning("dispatcher.leases_kept", reason="store_unavailable")
+        return
+    except Exception:
+        metrics.dispatcher_errors.inc()
+        _log.exception("dispatcher.leases_kept", reason="error")
+        return
+    _log.info("dispatcher.leases_released", count=released)
 
 
 def _reconciler_ctx(
@@ -95,16 +159,11 @@ def _reconciler_ctx(
             max_backoff=settings.retry_max_backoff,
             on_effects=dispatcher.wake if dispatcher is not None else None,
         )
+        app[_RECONCILER] = reconciler
         loop = asyncio.create_task(reconciler.run(), name="reconciler")
         yield
         reconciler.stop()
-        try:
-            async with asyncio.timeout(10):
-                await loop
-        except TimeoutError:
-            loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+        await _finish(loop, _stop_budget(app))
         if deps.taskrouter is None:
             await taskrouter.close()
 
@@ -135,12 +194,14 @@ def create_app(
     app[METRICS] = deps.metrics
     app[CLOCK] = deps.clock
     app[NEW_ID] = deps.new_id
+    app[DRAIN] = Drain()
     app.add_routes(listing.routes)
     app.add_routes(streams.routes)
     app.add_routes(escalations.routes)
     app.add_routes(health.routes)
     app.add_routes(webhooks.routes)
     streams.install_streams(app, settings)
+    app.on_shutdown.append(_stop_loops)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         store = deps.store or await open_store(
@@ -177,18 +238,12 @@ def create_app(
             callbacks=callbacks,
         )
         app[DISPATCHER] = dispatcher
+        app[_LEASE_OWNER] = owner
         loop = asyncio.create_task(dispatcher.run(), name="dispatcher")
         yield
         dispatcher.stop()
-        try:
-            async with asyncio.timeout(10):
-                await loop
-        except TimeoutError:
-            loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
-        with contextlib.suppress(Exception):
-            await app[STORE].release_leases(owner=owner)
+        await _finish(loop, _stop_budget(app))
+        await release_leases(app)
         if deps.taskrouter is None:
             await taskrouter.close()
         if callbacks is not None:

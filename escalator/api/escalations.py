@@ -5,15 +5,23 @@ from __future__ import annotations
 from aiohttp import web
 
 from escalator.api.auth import require_api_key
+from escalator.api.idempotency import (
+    HEADER,
+    REPLAYED_HEADER,
+    answered,
+    idempotency_key,
+    parse_key,
+)
 from escalator.api.keys import CLOCK, DISPATCHER, METRICS, NEW_ID, ROUTING, SETTINGS, STORE
 from escalator.api.problems import Problem
 from escalator.api.resources import escalation_resource
 from escalator.dispatcher.callback_urls import CallbackUrlRefused, UrlPolicy, check_callback_url
-from escalator.domain.escalation import new_escalation
+from escalator.domain.escalation import Escalation, new_escalation
 from escalator.domain.ids import EscalationId
 from escalator.domain.request import EscalationRequest
 from escalator.errors import EscalationNotFound
 from escalator.logs import get_logger
+from escalator.store import IdempotencyResult
 
 __all__ = ["routes"]
 
@@ -21,8 +29,9 @@ routes = web.RouteTableDef()
 _log = get_logger(__name__)
 
 
-def _authenticate(request: web.Request) -> None:
-    require_api_key(request, request.app[SETTINGS].api_keys)
+def _authenticate(request: web.Request) -> str:
+    keys = request.app[SETTINGS].api_keys
+    return keys[require_api_key(request, keys)].get_secret_value()
 
 
 async def _json_body(request: web.Request) -> bytes:
@@ -56,18 +65,38 @@ async def _check_status_callback_url(request: web.Request, url: str) -> None:
     )
 
 
+def _existing(escalation: Escalation, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        escalation_resource(escalation),
+        status=200,
+        headers={"Content-Location": f"/escalations/{escalation.id}", **(headers or {})},
+    )
+
+
 @routes.post("/escalations")
 async def create_escalation(request: web.Request) -> web.Response:
     """Acknowledge an escalation once it and its outbox row are committed."""
-    _authenticate(request)
+    api_key = _authenticate(request)
+    key = parse_key(request.headers.getall(HEADER, []))
     body = EscalationRequest.model_validate_json(await _json_body(request))
     if body.status_callback_url is not None:
         await _check_status_callback_url(request, body.status_callback_url)
     route = request.app[ROUTING].route(body.reason_code)
-    candidate = new_escalation(
-        body, route, escalation_id=request.app[NEW_ID](), now=request.app[CLOCK]()
-    )
-    escalation, created = await request.app[STORE].create_escalation(candidate)
+    now = request.app[CLOCK]()
+    candidate = new_escalation(body, route, escalation_id=request.app[NEW_ID](), now=now)
+    store = request.app[STORE]
+    if key is None:
+        escalation, created = await store.create_escalation(candidate)
+    else:
+        ttl = request.app[SETTINGS].idempotency_ttl
+        outcome = await store.create_escalation_with_key(
+            candidate, idempotency_key(key, api_key=api_key, body=body, now=now, ttl=ttl)
+        )
+        request.app[METRICS].idempotency.labels(result=outcome.result.value).inc()
+        escalation, created = answered(outcome)
+        if outcome.result is IdempotencyResult.REPLAYED:
+            _log.info("escalation.replayed", escalation_id=escalation.id)
+            return _existing(escalation, {REPLAYED_HEADER: "true"})
     location = f"/escalations/{escalation.id}"
     request.app[METRICS].escalations_received.labels(
         result="created" if created else "existing"
@@ -88,9 +117,7 @@ async def create_escalation(request: web.Request) -> web.Response:
             escalation_resource(escalation), status=201, headers={"Location": location}
         )
     _log.info("escalation.existing", escalation_id=escalation.id)
-    return web.json_response(
-        escalation_resource(escalation), status=200, headers={"Content-Location": location}
-    )
+    return _existing(escalation)
 
 
 @routes.get("/escalations/{escalation_id}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -10,9 +13,35 @@ from escalator.api.problems import Problem
 from escalator.errors import StoreUnavailable
 from escalator.store import OUTBOX_KINDS
 
-__all__ = ["routes"]
+__all__ = ["DRAIN", "Drain", "routes"]
 
 routes = web.RouteTableDef()
+
+
+@dataclass
+class Drain:
+    """The service's shutdown: once started, readiness fails and the rest has a deadline."""
+
+    deadline: float | None = None  # on the monotonic clock
+
+    @property
+    def draining(self) -> bool:
+        """Whether the shutdown has started."""
+        return self.deadline is not None
+
+    def start(self, grace: float) -> None:
+        """Fail readiness from now on; everything must be closed ``grace`` seconds from now."""
+        if self.deadline is None:
+            self.deadline = time.monotonic() + grace
+
+    def left(self, default: float) -> float:
+        """Seconds left before the deadline (never negative); ``default`` when not draining."""
+        if self.deadline is None:
+            return default
+        return max(0.0, self.deadline - time.monotonic())
+
+
+DRAIN = web.AppKey("drain", Drain)
 
 
 @routes.get("/healthz")
@@ -23,7 +52,11 @@ async def healthz(_request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Ready: the database answers and its schema is current."""
+    """Ready: not shutting down, the database answers and its schema is current."""
+    if request.app[DRAIN].draining:
+        # First thing on SIGTERM, while requests are still served: load balancers stop
+        # sending new ones here before the listener closes.
+        raise Problem(503, "draining: the service is shutting down", headers={"Retry-After": "5"})
     store = request.app[STORE]
     await store.ping()
     if not await store.schema_is_current():

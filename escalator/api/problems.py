@@ -13,7 +13,14 @@ from pydantic_core import ErrorDetails
 from escalator.errors import EscalationNotFound, EscalatorError, StoreUnavailable
 from escalator.logs import get_logger
 
-__all__ = ["PROBLEM_JSON", "Problem", "error_middleware", "problem_response"]
+__all__ = [
+    "IN_FLIGHT",
+    "KEY_REUSED",
+    "PROBLEM_JSON",
+    "Problem",
+    "error_middleware",
+    "problem_response",
+]
 
 PROBLEM_JSON = "application/problem+json"
 _log = get_logger(__name__)
@@ -45,6 +52,10 @@ _SLUGS = {
     503: "unavailable",
 }
 
+# Problem types more specific than their status's: (slug, title).
+KEY_REUSED = ("idempotency-key-reused", "Idempotency-Key reused with another request")
+IN_FLIGHT = ("request-in-flight", "An earlier request is still in flight")
+
 
 class Problem(Exception):
     """An error answer: raise it from a handler and the middleware renders it."""
@@ -56,19 +67,26 @@ class Problem(Exception):
         *,
         errors: Sequence[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        kind: tuple[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = errors
         self.headers = headers or {}
+        # (slug, title) of a problem type more specific than its status's
+        self.kind = kind
 
 
 def problem_response(request: web.Request, problem: Problem) -> web.Response:
     """The ``application/problem+json`` response for ``problem``."""
+    slug, title = problem.kind or (
+        _SLUGS.get(problem.status, "error"),
+        _TITLES.get(problem.status, "Error"),
+    )
     body: dict[str, Any] = {
-        "type": f"urn:escalator:problem:{_SLUGS.get(problem.status, 'error')}",
-        "title": _TITLES.get(problem.status, "Error"),
+        "type": f"urn:escalator:problem:{slug}",
+        "title": title,
         "status": problem.status,
         "detail": problem.detail,
         "instance": request.path,

@@ -23,6 +23,8 @@ def _entry(entry: HistoryEntry) -> dict[str, Any]:
         "outcome": entry.outcome.value if entry.outcome else None,
         "worker_sid": entry.worker_sid,
         "reservation_sid": entry.reservation_sid,
+        "attempt": entry.attempt.value if entry.attempt else None,
+        "twilio_code": entry.twilio_code,
     }
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from escalator.api.keys import CLOCK, DISPATCHER, METRICS, ROUTING, SETTINGS, STORE
 from escalator.api.problems import Problem
 from escalator.api.transitions import record_transition
 from escalator.domain.effects import KNOWN_EVENTS, WorkerReset, applies, side_effects
-from escalator.domain.escalation import Escalation
+from escalator.domain.escalation import Escalation, Status
 from escalator.domain.events import TaskRouterEvent, apply_event
 from escalator.errors import StoreUnavailable
 from escalator.logs import get_logger
@@ -32,17 +35,20 @@ async def _signed_form(request: web.Request, endpoint: str) -> dict[str, str]:
     """The form parameters, once ``X-Twilio-Signature`` proves TaskRouter sent them."""
     settings = request.app[SETTINGS]
     form = await request.post()
-    params = {name: value for name, value in form.items() if isinstance(value, str)}
+    if not all(isinstance(value, str) for value in form.values()):
+        raise Problem(400, "a TaskRouter callback carries form fields only, not files")
+    # Kept a multidict: the signature covers every value of a repeated field.
+    fields = cast("MultiDictProxy[str]", form)
     # Twilio signs the URL it called: behind a TLS-terminating ingress that is the public
     # one, so it is rebuilt from ESCALATOR_PUBLIC_URL, never from the socket.
     url = settings.effective_public_url + request.raw_path
     token = settings.twilio_auth_token
     signature = request.headers.get("X-Twilio-Signature")
-    if token is None or not signature_is_valid(token.get_secret_value(), url, params, signature):
+    if token is None or not signature_is_valid(token.get_secret_value(), url, fields, signature):
         request.app[METRICS].signature_failures.labels(endpoint=endpoint).inc()
         _log.warning("webhook.bad_signature", endpoint=endpoint, signed=bool(signature))
         raise Problem(403, "the X-Twilio-Signature header does not sign this request")
-    return params
+    return dict(fields)
 
 
 def _acknowledged() -> web.Response:
@@ -100,7 +106,10 @@ def _after_ingest(request: web.Request, event: TaskRouterEvent, ingested: Ingest
         dispatcher = request.app.get(DISPATCHER)
         if dispatcher is not None:
             dispatcher.wake()
-    _log.info(
+    # Info for what an operator follows (a human took it, it ended), debug for the rest:
+    # at thousands of events a second, a line each is noise and a measurable cost.
+    decisive = after.status is Status.ASSIGNED or after.status.is_terminal
+    (_log.info if decisive else _log.debug)(
         "taskrouter.event_applied",
         escalation_id=after.id,
         event_type=event.event_type,

@@ -7,28 +7,15 @@ import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_before_delay,
-    wait_random_exponential,
-)
+from tenacity import RetryCallState, wait_random_exponential
 
 from escalator.dispatcher.callbacks import StatusCallbacks
 from escalator.dispatcher.cancels import TaskCancels
+from escalator.dispatcher.creates import Record, TaskCreates
+from escalator.dispatcher.lookups import Lookup, TaskLookups
 from escalator.dispatcher.resets import WorkerResets
-from escalator.domain.attributes import encode_attributes, task_channel
-from escalator.domain.escalation import (
-    Escalation,
-    Outcome,
-    TwilioFailure,
-    task_attached,
-    task_refused,
-)
-from escalator.domain.ids import TaskSid
-from escalator.errors import PermanentTwilioError, StoreUnavailable, TransientTwilioError
+from escalator.domain.ids import EscalationId
+from escalator.errors import StoreUnavailable, TransientTwilioError
 from escalator.logs import get_logger
 from escalator.metrics import Metrics
 from escalator.store import (
@@ -78,12 +65,14 @@ class Dispatcher:
         self._owner = owner
         self._batch = batch
         self._lease = timedelta(seconds=lease_seconds)
+        self._lease_seconds = lease_seconds
         self._interval = interval
         self._max_backoff = max_backoff
         self._attempts = attempts_per_lease
         # A find and a create may each take `call_timeout`; the next attempt only starts when
         # both still end well before the lease does, or another replica could take the row
-        # while our request is in flight and create a second task.
+        # while our request is in flight and create a second task. (TaskCreates also checks
+        # the lease's own deadline before each create, rate-limit waits included.)
         self._budget = max(0.0, lease_seconds - 2 * call_timeout - 1.0)
         self._sleep = sleep
         self._jitter = wait_random_exponential(multiplier=0.2, max=5)
@@ -104,6 +93,24 @@ class Dispatcher:
             clock=clock,
             retry=self._give_back,
         )
+        self._lookups = TaskLookups(taskrouter=taskrouter, metrics=metrics)
+        self._creates = TaskCreates(
+            store=store,
+            taskrouter=taskrouter,
+            lookups=self._lookups,
+            workflow_sid=workflow_sid,
+            clock=clock,
+            metrics=metrics,
+            owner=owner,
+            attempts_per_lease=attempts_per_lease,
+            budget=self._budget,
+            call_timeout=call_timeout,
+            wait=self._wait,
+            sleep=sleep,
+            retry=lambda item, exc, record: self._give_back(
+                item, exc, event="task.create_failed", record=record
+            ),
+        )
         self._callbacks = callbacks
         # Without a sender, status callback rows are left to a replica that has one.
         self._kinds = OUTBOX_KINDS if callbacks else OUTBOX_KINDS - {STATUS_CALLBACK}
@@ -118,13 +125,17 @@ class Dispatcher:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Dispatch until stopped; a busy turn is followed at once by another."""
+        """Dispatch until stopped; a busy turn is followed at once by another, and while the
+        database is down each turn waits twice as long as the last, up to 5 s."""
+        outage = 0
         while not self._stopping.is_set():
             try:
                 handled = await self.run_once()
+                outage = 0
             except StoreUnavailable:
+                outage += 1
                 self._metrics.store_unavailable.labels(where="dispatcher").inc()
-                _log.warning("dispatcher.store_unavailable")
+                _log.warning("dispatcher.store_unavailable", turns=outage)
                 handled = 0
             except Exception:
                 # The loop must outlive any bug: leased rows come back when their lease expires.
@@ -133,15 +144,20 @@ class Dispatcher:
                 handled = 0
             if handled >= self._batch:
                 continue
+            # A commit (wake) ends the pause early: the database is back.
+            pause = max(self._interval, min(self._interval * 2**outage, 5.0))
             try:
-                async with asyncio.timeout(self._interval):
+                async with asyncio.timeout(pause):
                     await self._wakeup.wait()
             except TimeoutError:
                 pass
             self._wakeup.clear()
 
     async def run_once(self) -> int:
-        """Lease one batch of due rows and handle them concurrently; how many were leased."""
+        """Lease one batch of due rows, look up its ambiguous creates together, and handle
+        the rows concurrently; how many were leased."""
+        # When our leases end, on the event loop's clock (a second early, for clock drift).
+        deadline = asyncio.get_running_loop().time() + self._lease_seconds - 1.0
         items = await self._store.lease_outbox(
             owner=self._owner,
             now=self._clock(),
@@ -149,8 +165,10 @@ class Dispatcher:
             limit=self._batch,
             kinds=self._kinds,
         )
+        found = await self._look_up_ambiguous(items, deadline)
         results = await asyncio.gather(
-            *(self._handle(item) for item in items), return_exceptions=True
+            *(self._handle(item, found.get(item.escalation_id), deadline) for item in items),
+            return_exceptions=True,
         )
         for result in results:
             if isinstance(result, StoreUnavailable):
@@ -160,10 +178,23 @@ class Dispatcher:
                 _log.error("outbox.item_crashed", error=type(result).__name__)
         return len(items)
 
-    async def _handle(self, item: OutboxItem) -> None:
+    async def _look_up_ambiguous(
+        self, items: list[OutboxItem], deadline: float
+    ) -> dict[EscalationId, Lookup]:
+        """One batched lookup for the creates that may have made their task already (a
+        timeout, a reset, a 5xx, a lease that ran out): found, a task is adopted, not made
+        twice."""
+        ambiguous = [
+            item.escalation_id for item in items if item.kind == CREATE_TASK and item.ambiguous
+        ]
+        if not ambiguous:
+            return {}
+        return await self._lookups.find(ambiguous, max_wait=self._creates.lookup_wait(deadline))
+
+    async def _handle(self, item: OutboxItem, lookup: Lookup | None, deadline: float) -> None:
         try:
             if item.kind == CREATE_TASK:
-                await self._create_task(item)
+                await self._creates.handle(item, lookup, deadline)
             elif item.kind == RESET_WORKER:
                 await self._resets.handle(item)
             elif item.kind == CANCEL_TASK:
@@ -194,68 +225,6 @@ class Dispatcher:
                 ambiguous=True,
             )
 
-    async def _create_task(self, item: OutboxItem) -> None:
-        escalation = await self._store.get_escalation(item.escalation_id)
-        if escalation is None:
-            await self._store.drop_outbox(item, owner=self._owner)
-            return
-        if escalation.task_sid is not None or escalation.status.is_terminal:
-            await self._store.complete_outbox(
-                item, owner=self._owner, previous=escalation, current=escalation
-            )
-            return
-        try:
-            task_sid, adopted = await self._find_or_create(item, escalation)
-        except PermanentTwilioError as exc:
-            await self._refused(item, escalation, exc)
-        except TransientTwilioError as exc:
-            await self._give_back(item, exc, event="task.create_failed")
-        else:
-            await self._attached(item, escalation, task_sid, adopted=adopted)
-
-    async def _find_or_create(
-        self, item: OutboxItem, escalation: Escalation
-    ) -> tuple[TaskSid, bool]:
-        """Create the task; after any outcome that may have created it, look for it first."""
-        encoded = encode_attributes(escalation)
-        ambiguous = item.ambiguous
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._attempts) | stop_before_delay(self._budget),
-            wait=self._wait,
-            retry=retry_if_exception_type(TransientTwilioError),
-            sleep=self._sleep,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    if ambiguous:
-                        found = await self._taskrouter.find_tasks([escalation.id])
-                        if escalation.id in found:
-                            return found[escalation.id], True
-                    try:
-                        sid = await self._taskrouter.create_task(
-                            attributes=encoded.json,
-                            workflow_sid=self._workflow_sid,
-                            priority=escalation.priority,
-                            ttl=escalation.timeout,
-                            channel=task_channel(escalation.channel),
-                        )
-                    except TransientTwilioError as exc:
-                        ambiguous = ambiguous or exc.may_have_succeeded
-                        self._count_failure("transient", exc.code or exc.status)
-                        raise
-                    return sid, False
-        except TransientTwilioError as exc:
-            raise TransientTwilioError(
-                str(exc),
-                status=exc.status,
-                code=exc.code,
-                retry_after=exc.retry_after,
-                may_have_succeeded=ambiguous,
-            ) from exc
-        raise AssertionError("unreachable: tenacity either returns or raises")
-
     def _wait(self, state: RetryCallState) -> float:
         """Honour Retry-After when TaskRouter sends it; else exponential backoff with jitter."""
         error = state.outcome.exception() if state.outcome else None
@@ -268,55 +237,16 @@ class Dispatcher:
         delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
         return max(delay, retry_after or 0.0)
 
-    def _count_failure(self, kind: str, code: int | None) -> None:
-        self._metrics.task_create_failures.labels(kind=kind, code=str(code or "none")).inc()
-
-    async def _attached(
-        self, item: OutboxItem, escalation: Escalation, task_sid: TaskSid, *, adopted: bool
-    ) -> None:
-        now = self._clock()
-        for _ in range(3):
-            updated = task_attached(escalation, task_sid, now=now, adopted=adopted)
-            if await self._store.complete_outbox(
-                item, owner=self._owner, previous=escalation, current=updated
-            ):
-                self._metrics.tasks_created.labels(how="adopted" if adopted else "created").inc()
-                self._metrics.time_to_task.observe((now - escalation.created_at).total_seconds())
-                _log.info(
-                    "task.created" if not adopted else "task.adopted",
-                    escalation_id=escalation.id,
-                    task_sid=task_sid,
-                )
-                return
-            reloaded = await self._store.get_escalation(escalation.id)
-            if reloaded is None:
-                return
-            escalation = reloaded
-        # Lease lost or state kept changing: the row comes back ambiguous and the task is found.
-        _log.warning("task.attach_deferred", escalation_id=escalation.id, task_sid=task_sid)
-
-    async def _refused(
-        self, item: OutboxItem, escalation: Escalation, exc: PermanentTwilioError
-    ) -> None:
-        failure = TwilioFailure(status=exc.status, code=exc.code, message=str(exc)[:500])
-        failed = task_refused(escalation, failure, now=self._clock())
-        await self._store.complete_outbox(
-            item, owner=self._owner, previous=escalation, current=failed
-        )
-        self._count_failure("permanent", exc.code or exc.status)
-        self._metrics.escalations_finished.labels(outcome=Outcome.TWILIO_REJECTED.value).inc()
-        self._metrics.outcomes_by_reason.labels(
-            reason=escalation.reason_code if escalation.known_reason else "unknown",
-            outcome=Outcome.TWILIO_REJECTED.value,
-        ).inc()
-        _log.error(
-            "task.create_refused", escalation_id=escalation.id, status=exc.status, code=exc.code
-        )
-
     async def _give_back(
-        self, item: OutboxItem, exc: TransientTwilioError, *, event: str = "outbox.retry"
+        self,
+        item: OutboxItem,
+        exc: TransientTwilioError,
+        *,
+        event: str = "outbox.retry",
+        record: Record | None = None,
     ) -> None:
-        """Return the row for a later attempt, backing off and honouring Retry-After."""
+        """Return the row for a later attempt, backing off and honouring Retry-After; what
+        ``record`` notes on the escalation is saved with it."""
         delay = self._backoff(item.attempts, exc.retry_after)
         await self._store.retry_outbox(
             item,
@@ -324,6 +254,7 @@ class Dispatcher:
             due_at=self._clock() + timedelta(seconds=delay),
             error=str(exc),
             ambiguous=exc.may_have_succeeded,
+            record=record,
         )
         _log.warning(
             event,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -12,14 +13,21 @@ from escalator.domain.request import Channel, Customer, EscalationRequest
 from escalator.routing import Route
 
 __all__ = [
+    "ATTEMPT_EVENTS",
     "OPEN_STATUSES",
+    "RECORDED_RUN",
+    "Attempt",
+    "AttemptKind",
+    "AttemptOutcome",
     "Escalation",
     "HistoryEntry",
     "Outcome",
     "ReservationOutcome",
     "Status",
     "TwilioFailure",
+    "attempts_recorded",
     "new_escalation",
+    "task_after_end",
     "task_attached",
     "task_refused",
 ]
@@ -71,9 +79,40 @@ class ReservationOutcome(StrEnum):
     CANCELED = "canceled"
 
 
+class AttemptOutcome(StrEnum):
+    """What one call to TaskRouter for an escalation's task (a lookup or a create) came to."""
+
+    CREATED = "created"
+    FOUND = "found"
+    NOT_FOUND = "not_found"
+    TRANSIENT_ERROR = "transient_error"
+    REJECTED = "rejected"
+
+
+class AttemptKind(StrEnum):
+    """Which call to TaskRouter an attempt was; the value is its history event."""
+
+    LOOKUP = "task.lookup"
+    CREATE = "task.create_attempt"
+
+
+# The history events of attempts that settled nothing (the escalation is still waiting for its
+# task); the attempts that settle something are told by `task.created`, `task.adopted`,
+# `task.rejected` and `task.after_end`.
+ATTEMPT_EVENTS = frozenset(kind.value for kind in AttemptKind)
+# How many unsettled attempts in a row the history keeps in full; past that, one lease in
+# _SAMPLE_EVERY is kept, so that a day-long TaskRouter outage cannot grow a history without end.
+RECORDED_RUN = 20
+_SAMPLE_EVERY = 10
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One fact in an escalation's life, in the order the facts happened."""
+    """One fact in an escalation's life, in the order the facts happened.
+
+    ``attempt`` and ``twilio_code`` are set on the entries that record a call to TaskRouter
+    for the escalation's task: what it came to, and Twilio's error code when it failed.
+    """
 
     at: datetime
     status: Status
@@ -82,6 +121,19 @@ class HistoryEntry:
     worker_sid: WorkerSid | None = None
     reservation_sid: ReservationSid | None = None
     detail: dict[str, Any] | None = None
+    attempt: AttemptOutcome | None = None
+    twilio_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One lookup or create of an escalation's task that settled nothing, as it is recorded."""
+
+    at: datetime
+    kind: AttemptKind
+    outcome: AttemptOutcome
+    twilio_code: int | None = None
+    http_status: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +213,42 @@ def new_escalation(
     )
 
 
+def attempts_recorded(
+    escalation: Escalation, attempts: Sequence[Attempt], *, retry: int
+) -> Escalation:
+    """The escalation with unsettled attempts in its history (its status unchanged).
+
+    ``retry`` is how many times the outbox row was given back before this lease. Once the
+    history ends with ``RECORDED_RUN`` unsettled attempts, only the last attempt of every
+    tenth lease is kept (with its ``retry`` in ``detail``); metrics and logs count them all.
+    """
+    run = 0
+    for entry in reversed(escalation.history):
+        if entry.event not in ATTEMPT_EVENTS:
+            break
+        run += 1
+    kept = list(attempts[: max(0, RECORDED_RUN - run)])
+    sampled = len(kept) < len(attempts) and retry % _SAMPLE_EVERY == 0
+    if sampled:
+        kept.append(attempts[-1])
+    for number, attempt in enumerate(kept, start=1):
+        detail: dict[str, Any] = {}
+        if attempt.http_status is not None:
+            detail["status"] = attempt.http_status
+        if sampled and number == len(kept):
+            detail["retry"] = retry
+        entry = HistoryEntry(
+            at=attempt.at,
+            status=escalation.status,
+            event=attempt.kind.value,
+            detail=detail or None,
+            attempt=attempt.outcome,
+            twilio_code=attempt.twilio_code,
+        )
+        escalation = escalation._advance(entry)
+    return escalation
+
+
 def task_attached(
     escalation: Escalation, task_sid: TaskSid, *, now: datetime, adopted: bool = False
 ) -> Escalation:
@@ -168,8 +256,31 @@ def task_attached(
     if escalation.task_sid is not None or escalation.status is not Status.RECEIVED:
         return escalation
     event = "task.adopted" if adopted else "task.created"
-    entry = HistoryEntry(at=now, status=Status.QUEUED, event=event, detail={"task_sid": task_sid})
+    entry = HistoryEntry(
+        at=now,
+        status=Status.QUEUED,
+        event=event,
+        detail={"task_sid": task_sid},
+        attempt=AttemptOutcome.FOUND if adopted else AttemptOutcome.CREATED,
+    )
     return escalation._advance(entry, task_sid=task_sid)
+
+
+def task_after_end(
+    escalation: Escalation, task_sid: TaskSid, *, now: datetime, adopted: bool
+) -> Escalation:
+    """A task was created or found for an escalation that had ended meanwhile: recorded, and
+    not adopted (the dispatcher cancels it)."""
+    if not escalation.status.is_terminal or escalation.task_sid is not None:
+        return escalation
+    entry = HistoryEntry(
+        at=now,
+        status=escalation.status,
+        event="task.after_end",
+        detail={"task_sid": task_sid},
+        attempt=AttemptOutcome.FOUND if adopted else AttemptOutcome.CREATED,
+    )
+    return escalation._advance(entry)
 
 
 def task_refused(escalation: Escalation, failure: TwilioFailure, *, now: datetime) -> Escalation:
@@ -181,6 +292,8 @@ def task_refused(escalation: Escalation, failure: TwilioFailure, *, now: datetim
         status=Status.FAILED,
         event="task.rejected",
         outcome=Outcome.TWILIO_REJECTED,
-        detail={"status": failure.status, "code": failure.code},
+        detail={"status": failure.status},
+        attempt=AttemptOutcome.REJECTED,
+        twilio_code=failure.code,
     )
     return escalation._advance(entry, outcome=Outcome.TWILIO_REJECTED, error=failure)

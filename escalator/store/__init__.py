@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from escalator.domain.effects import WorkerReset
 from escalator.domain.escalation import Escalation, Status
 from escalator.domain.events import TaskRouterEvent
-from escalator.domain.ids import EscalationId, OutboxId
+from escalator.domain.ids import EscalationId, OutboxId, TaskSid
 from escalator.store.feed import ChangeFeed
 
 __all__ = [
@@ -21,8 +21,11 @@ __all__ = [
     "RESET_WORKER",
     "STATUS_CALLBACK",
     "Cancel",
+    "IdempotencyKey",
+    "IdempotencyResult",
     "IngestResult",
     "Ingested",
+    "KeyedCreation",
     "OutboxItem",
     "Reaction",
     "Store",
@@ -75,6 +78,35 @@ class OutboxItem:
     payload: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """An ``Idempotency-Key`` sent with one request, as the store keeps it."""
+
+    scope: str  # whose key: a SHA-256 of the API key that sent it, never the key itself
+    key: str
+    fingerprint: str  # a SHA-256 of the canonical request: same key, same request?
+    received_at: datetime
+    expires_at: datetime
+
+
+class IdempotencyResult(StrEnum):
+    """What became of a request that carried an ``Idempotency-Key``."""
+
+    NEW = "new"
+    REPLAYED = "replayed"
+    CONFLICT = "conflict"
+    MISMATCH = "mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedCreation:
+    """The answer to a keyed ``create_escalation``: the escalation when NEW or REPLAYED."""
+
+    result: IdempotencyResult
+    escalation: Escalation | None = None
+    created: bool = False
+
+
 class Store(Protocol):
     """What the service needs from a database."""
 
@@ -87,6 +119,17 @@ class Store(Protocol):
 
     async def get_escalation(self, escalation_id: EscalationId) -> Escalation | None:
         """The escalation with its history, or None."""
+        ...
+
+    async def create_escalation_with_key(
+        self, escalation: Escalation, key: IdempotencyKey
+    ) -> KeyedCreation:
+        """``create_escalation`` under an ``Idempotency-Key``, recorded in the same transaction.
+
+        A live key from the same scope answers instead: REPLAYED (its escalation, as it is now)
+        for the same fingerprint, MISMATCH for another; CONFLICT while an earlier request with
+        the key is still in its transaction (PostgreSQL only: SQLite has one writer).
+        """
         ...
 
     async def lease_outbox(
@@ -102,9 +145,16 @@ class Store(Protocol):
         ...
 
     async def complete_outbox(
-        self, item: OutboxItem, *, owner: str, previous: Escalation, current: Escalation
+        self,
+        item: OutboxItem,
+        *,
+        owner: str,
+        previous: Escalation,
+        current: Escalation,
+        cancel_task: TaskSid | None = None,
     ) -> bool:
-        """Save the escalation's new state and drop the outbox row, if we still hold the lease."""
+        """Save the escalation's new state and drop the outbox row, if we still hold the lease;
+        with ``cancel_task``, owe TaskRouter that task's cancel in the same transaction."""
         ...
 
     async def ingest_event(
@@ -119,9 +169,17 @@ class Store(Protocol):
         ...
 
     async def retry_outbox(
-        self, item: OutboxItem, *, owner: str, due_at: datetime, error: str, ambiguous: bool
+        self,
+        item: OutboxItem,
+        *,
+        owner: str,
+        due_at: datetime,
+        error: str,
+        ambiguous: bool,
+        record: Callable[[Escalation], Escalation] | None = None,
     ) -> None:
-        """Give the row back, due again at ``due_at``, remembering what went wrong."""
+        """Give the row back, due again at ``due_at``, remembering what went wrong; with
+        ``record``, save what it records on the escalation in the same transaction."""
         ...
 
     async def release_leases(self, *, owner: str) -> int:

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["WRITE", "async_url", "create_engine"]
+__all__ = ["WRITE", "async_url", "create_engine", "create_thread_engine"]
 
 # Execution option that makes a SQLite transaction take the write lock up front.
 WRITE = {"escalator_write": True}
+# SQLSTATEs of a PostgreSQL that cannot serve now but will: class 08 (connection exception),
+# 57P01-57P03 (terminated by a shutdown or crash, "the database system is starting up" or
+# "shutting down"), 53300 (too many connections). The asyncpg dialect reports them as a plain
+# DBAPIError, which would be a 500; as disconnects they become StoreUnavailable (503) and the
+# pool drops its connections to that server.
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 
 def async_url(url: str) -> str:
@@ -24,8 +31,8 @@ def async_url(url: str) -> str:
     return url
 
 
-def _tune_sqlite(engine: AsyncEngine, synchronous: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _tune_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the driver, issue BEGIN (the driver's implicit BEGIN is deferred
         # and cannot be told to take the write lock first).
@@ -38,11 +45,19 @@ def _tune_sqlite(engine: AsyncEngine, synchronous: str) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # BEGIN IMMEDIATE for writes: two deferred writers would otherwise deadlock on upgrade.
         write = connection.get_execution_options().get("escalator_write", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _flag_unavailable(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        sqlstate = getattr(context.original_exception, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+            context.is_disconnect = True
 
 
 def create_engine(
@@ -56,14 +71,29 @@ def create_engine(
     # hide_parameters: a driver error's text must not carry the summary or contact details.
     if driver_url.startswith("sqlite"):
         engine = create_async_engine(driver_url, connect_args={"timeout": 5}, hide_parameters=True)
-        _tune_sqlite(engine, sqlite_synchronous)
+        _tune_sqlite(engine.sync_engine, sqlite_synchronous)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         driver_url,
         hide_parameters=True,
         pool_size=pool_size,
         max_overflow=pool_size,
+        # A connection that a restart closed is found at checkout and replaced, not used.
         pool_pre_ping=True,
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 10},
     )
+    _flag_unavailable(engine)
+    return engine
+
+
+def create_thread_engine(
+    url: str, *, sqlite_synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
+) -> Engine | None:
+    """For a SQLite file, a synchronous engine on the same file, tuned the same way, for a
+    transaction run whole in one worker thread; None for other databases."""
+    if not url.startswith("sqlite:") or url.rstrip("/") in ("sqlite:", "sqlite:///:memory:"):
+        return None
+    engine = sa.create_engine(url, connect_args={"timeout": 5}, hide_parameters=True)
+    _tune_sqlite(engine, sqlite_synchronous)
+    return engine

@@ -19,7 +19,7 @@ from escalator.store.feed import ChangeFeed
 from escalator.store.rows import escalation_from_rows, escalation_values, history_values
 from escalator.store.schema import escalations, history, outbox
 
-__all__ = ["ReportingQueries", "owe_status_callbacks"]
+__all__ = ["ReportingQueries", "owe_status_callbacks", "status_callback_rows"]
 
 _ATTEMPTS = 5
 
@@ -28,23 +28,32 @@ class _Conflict(Exception):
     """Another writer saved the escalation first (PostgreSQL): roll back and read it again."""
 
 
+def status_callback_rows(
+    before: Escalation, after: Escalation, now: datetime
+) -> list[dict[str, Any]]:
+    """The outbox rows for each status change from ``before`` to ``after``, when a URL is set."""
+    url = after.status_callback_url
+    if url is None:
+        return []
+    return [
+        {
+            "escalation_id": after.id,
+            "kind": STATUS_CALLBACK,
+            "due_at": now,
+            "created_at": now,
+            "payload": {"url": url, "body": callback_body(after, change)},
+        }
+        for change in status_changes(after, after=len(before.history))
+    ]
+
+
 async def owe_status_callbacks(
     connection: AsyncConnection, before: Escalation, after: Escalation, now: datetime
 ) -> None:
     """Outbox rows for each status change from ``before`` to ``after``, when a URL is set."""
-    url = after.status_callback_url
-    if url is None:
-        return
-    for change in status_changes(after, after=len(before.history)):
-        await connection.execute(
-            sa.insert(outbox).values(
-                escalation_id=after.id,
-                kind=STATUS_CALLBACK,
-                due_at=now,
-                created_at=now,
-                payload={"url": url, "body": callback_body(after, change)},
-            )
-        )
+    rows = status_callback_rows(before, after, now)
+    if rows:
+        await connection.execute(sa.insert(outbox), rows)
 
 
 async def _save(connection: AsyncConnection, before: Escalation, after: Escalation) -> bool:
@@ -176,27 +185,30 @@ class ReportingQueries:
         else:
             creating = (
                 await connection.execute(
-                    sa.select(outbox.c.id, outbox.c.lease_expires_at).where(
+                    sa.select(outbox.c.id, outbox.c.lease_expires_at, outbox.c.ambiguous).where(
                         outbox.c.escalation_id == before.id, outbox.c.kind == CREATE_TASK
                     )
                 )
             ).first()
-            if (
-                creating is None
-                or creating.lease_expires_at is None
-                or (creating.lease_expires_at < now)
-            ):
-                # Nobody is creating the task: it never will be.
+            if creating is None:
+                return
+            if creating.lease_expires_at is not None and creating.lease_expires_at >= now:
+                # A dispatcher may be creating the task right now: once its lease is over,
+                # look for the task by its escalation id and cancel it if it exists.
+                payload = {"find": True}
+                due_at = creating.lease_expires_at
+            else:
+                # Nobody is creating the task now, and nobody will.
                 await connection.execute(
                     sa.delete(outbox).where(
                         outbox.c.escalation_id == before.id, outbox.c.kind == CREATE_TASK
                     )
                 )
-                return
-            # A dispatcher may be creating the task right now: once its lease is over, look
-            # for the task by its escalation id and cancel it if it exists.
-            payload = {"find": True}
-            due_at = creating.lease_expires_at
+                # An earlier attempt whose answer was lost (or whose holder died, leaving an
+                # expired lease) may have created the task all the same: look for it now.
+                if not (creating.ambiguous or creating.lease_expires_at is not None):
+                    return
+                payload = {"find": True}
         await connection.execute(
             sa.insert(outbox).values(
                 escalation_id=before.id,

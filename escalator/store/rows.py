@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import RowMapping
 
 from escalator.domain.escalation import (
+    AttemptOutcome,
     Escalation,
     HistoryEntry,
     Outcome,
@@ -19,7 +20,7 @@ from escalator.domain.escalation import (
 from escalator.domain.ids import EscalationId, ReservationSid, TaskSid, WorkerSid
 from escalator.domain.request import Channel, Customer
 
-__all__ = ["escalation_from_rows", "escalation_values", "history_values"]
+__all__ = ["escalation_from_rows", "escalation_values", "history_values", "state_values"]
 
 
 def escalation_values(escalation: Escalation) -> dict[str, Any]:
@@ -42,6 +43,14 @@ def escalation_values(escalation: Escalation) -> dict[str, Any]:
         "context": escalation.context,
         "call_sid": escalation.call_sid,
         "status_callback_url": escalation.status_callback_url,
+        "created_at": escalation.created_at,
+        **state_values(escalation),
+    }
+
+
+def state_values(escalation: Escalation) -> dict[str, Any]:
+    """The columns of an escalation's row that change after it is created: its state."""
+    return {
         "status": escalation.status.value,
         "outcome": escalation.outcome.value if escalation.outcome else None,
         "task_sid": escalation.task_sid,
@@ -49,7 +58,6 @@ def escalation_values(escalation: Escalation) -> dict[str, Any]:
         "worker_name": escalation.worker_name,
         "error": asdict(escalation.error) if escalation.error else None,
         "version": escalation.version,
-        "created_at": escalation.created_at,
         "updated_at": escalation.updated_at,
     }
 
@@ -67,10 +75,27 @@ def history_values(
             "outcome": entry.outcome.value if entry.outcome else None,
             "worker_sid": entry.worker_sid,
             "reservation_sid": entry.reservation_sid,
-            "detail": entry.detail,
+            "detail": _detail(entry),
         }
         for entry in entries
     ]
+
+
+# An attempt's outcome and Twilio code are kept in the history row's JSON `detail` under these
+# keys: no column of their own, so no migration (and no clash with a concurrent one).
+_ATTEMPT = "attempt"
+_TWILIO_CODE = "twilio_code"
+
+
+def _detail(entry: HistoryEntry) -> dict[str, Any] | None:
+    if entry.attempt is None and entry.twilio_code is None:
+        return entry.detail
+    detail = dict(entry.detail or {})
+    if entry.attempt is not None:
+        detail[_ATTEMPT] = entry.attempt.value
+    if entry.twilio_code is not None:
+        detail[_TWILIO_CODE] = entry.twilio_code
+    return detail
 
 
 _OUTCOMES = {outcome.value for outcome in Outcome}
@@ -84,6 +109,13 @@ def _outcome(value: str | None) -> Outcome | ReservationOutcome | None:
 
 
 def _entry(row: RowMapping) -> HistoryEntry:
+    detail = row["detail"]
+    attempt = code = None
+    if isinstance(detail, dict) and (_ATTEMPT in detail or _TWILIO_CODE in detail):
+        detail = dict(detail)
+        attempt = detail.pop(_ATTEMPT, None)
+        code = detail.pop(_TWILIO_CODE, None)
+        detail = detail or None
     return HistoryEntry(
         at=row["at"],
         status=Status(row["status"]),
@@ -91,7 +123,9 @@ def _entry(row: RowMapping) -> HistoryEntry:
         outcome=_outcome(row["outcome"]),
         worker_sid=WorkerSid(row["worker_sid"]) if row["worker_sid"] else None,
         reservation_sid=ReservationSid(row["reservation_sid"]) if row["reservation_sid"] else None,
-        detail=row["detail"],
+        detail=detail,
+        attempt=AttemptOutcome(attempt) if attempt else None,
+        twilio_code=code if isinstance(code, int) else None,
     )
 
 

@@ -14,6 +14,7 @@ __all__ = [
     "escalations",
     "events",
     "history",
+    "idempotency_keys",
     "metadata",
     "outbox",
 ]
@@ -167,4 +168,24 @@ events = sa.Table(
     sa.Column("occurred_at", UtcDateTime, nullable=False),
     sa.Column("received_at", UtcDateTime, nullable=False),
     sa.Index("ix_taskrouter_events_escalation_id", "escalation_id"),
+)
+
+# Idempotency-Key of POST /escalations (IETF httpapi draft), per API key, until it expires. The
+# row is claimed first in the transaction that creates the escalation, so the foreign key is
+# checked at commit.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("scope", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column(
+        "escalation_id",
+        sa.String(40),
+        sa.ForeignKey("escalations.id", ondelete="CASCADE", deferrable=True, initially="DEFERRED"),
+        nullable=False,
+    ),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
 )

@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from escalator.domain.escalation import OPEN_STATUSES, Escalation
-from escalator.domain.ids import EscalationId, OutboxId
+from escalator.domain.ids import EscalationId, OutboxId, TaskSid
 from escalator.errors import StoreUnavailable
 from escalator.store import (
+    CANCEL_TASK,
     CREATE_TASK,
     OUTBOX_KINDS,
+    IdempotencyKey,
     OutboxItem,
 )
 from escalator.store.engine import WRITE
 from escalator.store.feed import ChangeFeed
-from escalator.store.ingest import EventIngestion
+from escalator.store.group_commit import GroupCommit
+from escalator.store.idempotency import IdempotencyKeys
+from escalator.store.ingest import MAX_EVENT_BATCH, EventIngestion
 from escalator.store.migrate import current_revision, head_revision
 from escalator.store.reporting import ReportingQueries, owe_status_callbacks
 from escalator.store.rows import escalation_from_rows, escalation_values, history_values
@@ -40,6 +46,9 @@ _UNAVAILABLE = (
     asyncio.TimeoutError,
 )
 _OPEN = [status.value for status in OPEN_STATUSES]
+Result = TypeVar("Result")
+# How often retry_outbox reads an escalation again when another writer saved it first.
+_RECORD_ATTEMPTS = 5
 
 
 @asynccontextmanager
@@ -54,18 +63,23 @@ async def _translated() -> AsyncIterator[None]:
         raise
 
 
-class SqlStore(EventIngestion, ReportingQueries):
+class SqlStore(EventIngestion, ReportingQueries, IdempotencyKeys):
     """The store on an async SQLAlchemy engine (SQLite via aiosqlite, PostgreSQL via asyncpg)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, thread_engine: Engine | None = None) -> None:
         self.engine = engine
         self.changes = ChangeFeed()
+        # SQLite only: a synchronous engine on the same file for transactions run whole in a
+        # worker thread (the event batches; see ingest.py), one thread, so one at a time.
+        self._thread_engine = thread_engine
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         # SQLite has one writer. Writers queue on this lock instead of in SQLite's busy handler,
         # which sleeps in steps of up to 100 ms (a 1.4 s p99 under load, and "database is
-        # locked" once the busy timeout runs out). Group commit is the next step (issue 7).
+        # locked" once the busy timeout runs out). Events also share commits (ingest.py).
         self._writer: asyncio.Lock | contextlib.AbstractAsyncContextManager[None] = (
             asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
+        self._event_batches = GroupCommit(self._ingest_batch, max_batch=MAX_EVENT_BATCH)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -73,6 +87,26 @@ class SqlStore(EventIngestion, ReportingQueries):
             await connection.execution_options(**WRITE)
             async with connection.begin():
                 yield connection
+
+    async def _write_in_thread(self, work: Callable[[Connection], Result]) -> Result:
+        """Run ``work`` in one write transaction on the worker thread, holding the writer lock
+        until it is over, even when the caller is cancelled meanwhile."""
+        async with self._writer, _translated():
+            done = asyncio.get_running_loop().run_in_executor(
+                self._thread, self._in_transaction, work
+            )
+            try:
+                return await asyncio.shield(done)
+            except asyncio.CancelledError:
+                await asyncio.wait([done])
+                raise
+
+    def _in_transaction(self, work: Callable[[Connection], Result]) -> Result:
+        assert self._thread_engine is not None
+        with self._thread_engine.connect() as connection:
+            connection.execution_options(**WRITE)
+            with connection.begin():
+                return work(connection)
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -106,14 +140,21 @@ class SqlStore(EventIngestion, ReportingQueries):
                 ),
             )
 
-    async def create_escalation(self, escalation: Escalation) -> tuple[Escalation, bool]:
-        """Insert an escalation, its history and its outbox row in one transaction."""
+    async def create_escalation(
+        self, escalation: Escalation, *, key: IdempotencyKey | None = None
+    ) -> tuple[Escalation, bool]:
+        """Insert an escalation, its history and its outbox row (and claim ``key``) in one
+        transaction; with ``key``, ``_KeyTaken`` when a live row holds it (idempotency.py)."""
         for _ in range(3):
             existing = await self._open_for(escalation.conversation_id)
             if existing is not None:
+                if key is not None:
+                    await self._remember_key(key, existing.id)
                 return existing, False
             try:
                 async with self._write() as connection:
+                    if key is not None:
+                        await self._claim_key(connection, key, escalation.id)
                     await connection.execute(
                         sa.insert(escalations).values(escalation_values(escalation))
                     )
@@ -199,15 +240,24 @@ class SqlStore(EventIngestion, ReportingQueries):
         return sorted(items, key=lambda item: (item.due_at, item.id))
 
     async def complete_outbox(
-        self, item: OutboxItem, *, owner: str, previous: Escalation, current: Escalation
+        self,
+        item: OutboxItem,
+        *,
+        owner: str,
+        previous: Escalation,
+        current: Escalation,
+        cancel_task: TaskSid | None = None,
     ) -> bool:
-        """Save the new state and drop the row; False when the lease or the version was lost."""
+        """Save the new state and drop the row, and owe ``cancel_task``'s cancel (due at
+        ``current.updated_at``); False when the lease or the version was lost."""
         async with self._write() as connection:
             deleted = await connection.execute(
                 sa.delete(outbox).where(outbox.c.id == item.id, outbox.c.lease_owner == owner)
             )
             if deleted.rowcount != 1:
                 return False
+            if cancel_task is not None:
+                await self._owe_late_cancel(connection, current, cancel_task)
             if current is previous:
                 return True
             updated = await connection.execute(
@@ -227,6 +277,35 @@ class SqlStore(EventIngestion, ReportingQueries):
         self.changes.publish(current.id)
         return True
 
+    async def _owe_late_cancel(
+        self, connection: AsyncConnection, escalation: Escalation, task_sid: TaskSid
+    ) -> None:
+        """Owe the cancel of a task that appeared after its escalation ended."""
+        now = escalation.updated_at
+        # A client cancel that came while the task was being created left a cancel row that
+        # will look the task up once the create's lease is over: tell it the task instead,
+        # due now (one cancel, no lookup). A row already leased may have looked too early:
+        # owe a second cancel then (cancelling a canceled task changes nothing).
+        told = await connection.execute(
+            sa.update(outbox)
+            .where(
+                outbox.c.escalation_id == escalation.id,
+                outbox.c.kind == CANCEL_TASK,
+                outbox.c.lease_owner.is_(None),
+            )
+            .values(payload={"task_sid": task_sid}, due_at=now)
+        )
+        if told.rowcount == 0:
+            await connection.execute(
+                sa.insert(outbox).values(
+                    escalation_id=escalation.id,
+                    kind=CANCEL_TASK,
+                    due_at=now,
+                    created_at=now,
+                    payload={"task_sid": task_sid},
+                )
+            )
+
     async def drop_outbox(self, item: OutboxItem, *, owner: str) -> bool:
         """Delete a done row; False when the lease was lost meanwhile."""
         async with self._write() as connection:
@@ -236,22 +315,60 @@ class SqlStore(EventIngestion, ReportingQueries):
         return bool(deleted.rowcount == 1)
 
     async def retry_outbox(
-        self, item: OutboxItem, *, owner: str, due_at: datetime, error: str, ambiguous: bool
+        self,
+        item: OutboxItem,
+        *,
+        owner: str,
+        due_at: datetime,
+        error: str,
+        ambiguous: bool,
+        record: Callable[[Escalation], Escalation] | None = None,
     ) -> None:
-        """Give the row back for a later attempt."""
-        async with self._write() as connection:
-            await connection.execute(
-                sa.update(outbox)
-                .where(outbox.c.id == item.id, outbox.c.lease_owner == owner)
-                .values(
-                    due_at=due_at,
-                    attempts=outbox.c.attempts + 1,
-                    last_error=error[:512],
-                    ambiguous=sa.or_(outbox.c.ambiguous, sa.literal(ambiguous)),
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
+        """Give the row back for a later attempt, with what ``record`` notes on the escalation
+        (e.g. the attempts that failed) in the same transaction."""
+        give_back = (
+            sa.update(outbox)
+            .where(outbox.c.id == item.id, outbox.c.lease_owner == owner)
+            .values(
+                due_at=due_at,
+                attempts=outbox.c.attempts + 1,
+                last_error=error[:512],
+                ambiguous=sa.or_(outbox.c.ambiguous, sa.literal(ambiguous)),
+                lease_owner=None,
+                lease_expires_at=None,
             )
+        )
+        for _ in range(_RECORD_ATTEMPTS):
+            async with self._write() as connection:
+                given_back = await connection.execute(give_back)
+                if record is None or given_back.rowcount != 1:
+                    return
+                before = await self._load(connection, escalations.c.id == item.escalation_id)
+                after = record(before) if before is not None else None
+                if before is None or after is None or after is before:
+                    return
+                saved = await connection.execute(
+                    sa.update(escalations)
+                    .where(escalations.c.id == after.id, escalations.c.version == before.version)
+                    .values(escalation_values(after))
+                )
+                if saved.rowcount == 1:
+                    new_entries = after.history[len(before.history) :]
+                    if new_entries:
+                        await connection.execute(
+                            sa.insert(history), history_values(after.id, new_entries)
+                        )
+                    await owe_status_callbacks(connection, before, after, after.updated_at)
+                    break
+                # Another writer saved the escalation meanwhile (PostgreSQL): read it again.
+                await connection.rollback()
+        else:
+            # It kept changing: the row goes back all the same, what it would note unsaved.
+            await self.retry_outbox(
+                item, owner=owner, due_at=due_at, error=error, ambiguous=ambiguous
+            )
+            return
+        self.changes.publish(item.escalation_id)
 
     async def release_leases(self, *, owner: str) -> int:
         """Release ``owner``'s leases; a request may have been in flight, so mark them ambiguous."""
@@ -280,8 +397,12 @@ class SqlStore(EventIngestion, ReportingQueries):
             return await current_revision(self.engine) == head_revision()
 
     async def close(self) -> None:
-        """Dispose of the engine's connections."""
+        """Finish the batch being written, then dispose of the engine's connections."""
+        await self._event_batches.close()
         await self.engine.dispose()
+        self._thread.shutdown(wait=True)
+        if self._thread_engine is not None:
+            self._thread_engine.dispose()
 
     async def claim_stale(
         self, *, now: datetime, quiet_since: datetime, hold_until: datetime, limit: int
@@ -327,10 +448,13 @@ async def open_store(
     url: str, *, sqlite_synchronous: Any = "FULL", run_migrations: bool = True
 ) -> SqlStore:
     """Open the store at ``url``, migrating the schema first unless told not to."""
-    from escalator.store.engine import create_engine
+    from escalator.store.engine import create_engine, create_thread_engine
     from escalator.store.migrate import migrate
 
-    store = SqlStore(create_engine(url, sqlite_synchronous=sqlite_synchronous))
+    store = SqlStore(
+        create_engine(url, sqlite_synchronous=sqlite_synchronous),
+        thread_engine=create_thread_engine(url, sqlite_synchronous=sqlite_synchronous),
+    )
     if run_migrations:
         try:
             async with _translated():

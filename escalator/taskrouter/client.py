@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
+import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,9 +24,10 @@ from twilio.rest import Client
 from escalator.domain.events import TaskRouterEvent
 from escalator.domain.ids import EscalationId, ReservationSid, TaskSid, WorkerSid
 from escalator.errors import PermanentTwilioError, TransientTwilioError
+from escalator.taskrouter.ratelimit import RateLimiter
 from escalator.taskrouter.records import ReservationRecord, TaskRecord, event_of_record
 
-__all__ = ["TaskRouterClient", "parse_retry_after"]
+__all__ = ["LOOKUP_IDS_PER_REQUEST", "TaskLookup", "TaskRouterClient", "parse_retry_after"]
 
 # The SDK's exceptions drop the response headers, so Retry-After would be lost. The HTTP client
 # below notes them in a context variable: each asyncio task has its own copy, so concurrent
@@ -35,6 +39,25 @@ _response_headers: ContextVar[Mapping[str, str] | None] = ContextVar(
 # 4xx answers that retrying can fix: our credentials or a conflict may change, or Twilio asks
 # us to slow down. Every other 4xx is Twilio refusing the request itself.
 _TRANSIENT_4XX = frozenset({401, 403, 408, 409, 425, 429})
+
+# Escalation ids per EvaluateTaskAttributes expression. Twilio documents no length limit for
+# the expression; it travels in the query string, where 50 ids (about 2,300 characters once
+# URL-encoded) stay well below the 8 KB request lines that servers and proxies commonly accept.
+LOOKUP_IDS_PER_REQUEST = 50
+# A lookup matches a handful of tasks at most; one page almost always holds them all.
+_LOOKUP_PAGE_SIZE = 1000
+# TaskRouter documents no Retry-After; after a 429 without one, the limit's own second.
+_DEFAULT_HOLD_OFF = 1.0
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLookup:
+    """The tasks found for some escalation ids, oldest first, and what finding them cost."""
+
+    tasks: dict[EscalationId, tuple[TaskSid, ...]]
+    requests: int
+    waited: float  # seconds spent waiting for the rate limit
 
 
 class _HeaderNotingHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
@@ -70,8 +93,14 @@ class TaskRouterClient:
         workspace_sid: str,
         base_url: str = "https://taskrouter.twilio.com",
         timeout: float = 10.0,
+        lookup_rate_per_second: float = 3.0,
+        lookup_ids_per_request: int = LOOKUP_IDS_PER_REQUEST,
+        lookup_limiter: RateLimiter | None = None,
     ) -> None:
         self._http = _HeaderNotingHttpClient()
+        # One budget per workspace in this process, whoever looks (dispatcher, cancels).
+        self._lookup_limiter = lookup_limiter or RateLimiter(lookup_rate_per_second)
+        self._lookup_ids = max(1, min(lookup_ids_per_request, LOOKUP_IDS_PER_REQUEST))
         # environment={}: the SDK must not pick up TWILIO_EDGE/REGION and rewrite the base URL.
         self._client = Client(account_sid, auth_token, http_client=self._http, environment={})
         self._client.taskrouter.base_url = base_url.rstrip("/")
@@ -145,34 +174,92 @@ class TaskRouterClient:
             )
         return TaskSid(str(task.sid))
 
+    @property
+    def lookup_ids_per_request(self) -> int:
+        """How many escalation ids one lookup request carries at most."""
+        return self._lookup_ids
+
     async def find_tasks(
         self, escalation_ids: Sequence[EscalationId]
     ) -> dict[EscalationId, TaskSid]:
         """The tasks that already carry these escalation ids (oldest first wins)."""
-        if not escalation_ids:
-            return {}
-        quoted = ", ".join(f"'{escalation_id}'" for escalation_id in escalation_ids)
-        expression = (
-            f"escalation_id == '{escalation_ids[0]}'"
-            if len(escalation_ids) == 1
-            else f"escalation_id IN [{quoted}]"
-        )
-        async with self._call("find tasks"):
-            tasks = await self._workspace.tasks.list_async(
-                evaluate_task_attributes=expression, page_size=1000, ordering="DateCreated:asc"
+        found = await self.look_up_tasks(escalation_ids)
+        return {escalation_id: sids[0] for escalation_id, sids in found.tasks.items()}
+
+    async def lookup_turn(self, *, max_wait: float = math.inf) -> float:
+        """Wait for a lookup request's turn of the rate limit (the seconds waited), for a
+        caller that decides what to look up only once its turn has come: it passes
+        ``turn_taken=True`` to the ``look_up_tasks`` it calls at once."""
+        return await self._lookup_limiter.acquire(max_wait=max_wait)
+
+    async def look_up_tasks(
+        self,
+        escalation_ids: Sequence[EscalationId],
+        *,
+        max_wait: float = math.inf,
+        turn_taken: bool = False,
+    ) -> TaskLookup:
+        """Every task carrying each of these escalation ids, oldest first (ids without one are
+        left out): ``lookup_ids_per_request`` ids to a request, every page read, each request
+        in its turn of the lookup rate limit (``LookupDeferred`` when a turn is more than
+        ``max_wait`` away); with ``turn_taken``, the first request uses the caller's turn."""
+        wanted = list(dict.fromkeys(escalation_ids))
+        if any(not _SAFE_ID.match(escalation_id) for escalation_id in wanted):
+            raise ValueError("an escalation id that cannot be quoted in an expression")
+        found: dict[EscalationId, list[TaskSid]] = {}
+        requests, waited = 0, 0.0
+        for start in range(0, len(wanted), self._lookup_ids):
+            chunk = wanted[start : start + self._lookup_ids]
+            expression = (
+                f'escalation_id == "{chunk[0]}"'
+                if len(chunk) == 1
+                else "escalation_id IN [{}]".format(", ".join(f'"{i}"' for i in chunk))
             )
-        found: dict[EscalationId, TaskSid] = {}
-        wanted = set(escalation_ids)
-        for task in tasks:
+
+            def first_page(expression: str = expression) -> Awaitable[Any]:
+                return self._workspace.tasks.page_async(  # type: ignore[no-any-return]
+                    evaluate_task_attributes=expression,
+                    page_size=_LOOKUP_PAGE_SIZE,
+                    ordering="DateCreated:asc",
+                )
+
+            page: Any = None
+            while page is None or page.next_page_url:
+                fetch = first_page if page is None else page.next_page_async
+                if turn_taken:
+                    turn_taken = False
+                else:
+                    waited += await self._lookup_limiter.acquire(max_wait=max_wait - waited)
+                requests += 1
+                page = await self._lookup_page(fetch)
+                await self._collect(page, set(chunk), found)
+        return TaskLookup(
+            tasks={escalation_id: tuple(sids) for escalation_id, sids in found.items()},
+            requests=requests,
+            waited=waited,
+        )
+
+    async def _lookup_page(self, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            async with self._call("find tasks"):
+                return await fetch()
+        except TransientTwilioError as exc:
+            if exc.status == 429:
+                self._lookup_limiter.hold_off(exc.retry_after or _DEFAULT_HOLD_OFF)
+            raise
+
+    async def _collect(
+        self, page: Any, wanted: set[str], found: dict[EscalationId, list[TaskSid]]
+    ) -> None:
+        for task in page:
             attributes = task.attributes
             if attributes is None:
                 # Twilio's description leaves attributes out of list pages: fetch the task.
                 async with self._call("fetch task"):
                     attributes = (await self._workspace.tasks(task.sid).fetch_async()).attributes
             escalation_id = _escalation_id_of(attributes)
-            if escalation_id in wanted and escalation_id not in found:
-                found[EscalationId(escalation_id)] = TaskSid(str(task.sid))
-        return found
+            if escalation_id in wanted:
+                found.setdefault(EscalationId(escalation_id), []).append(TaskSid(str(task.sid)))
 
     async def activity_sid(self, name: str) -> str:
         """The SID of the workspace's activity named ``name`` (listed once, then cached)."""

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, compare
 
 from escalator.domain.events import TaskRouterEvent, fingerprint
 from escalator.domain.ids import EscalationId, ReservationSid, TaskSid, WorkerSid
@@ -32,10 +32,20 @@ class MalformedCallback(EscalatorError):
 def signature_is_valid(
     auth_token: str, url: str, params: Mapping[str, str], signature: str | None
 ) -> bool:
-    """Whether ``X-Twilio-Signature`` signs ``url`` and ``params`` with ``auth_token``."""
+    """Whether ``X-Twilio-Signature`` signs ``url`` and ``params`` with ``auth_token``.
+
+    ``params`` should be the request's multidict: the SDK reads repeated fields with
+    ``getall`` (with a plain dict it raises and catches two exceptions per field).
+    """
     if not signature:
         return False
-    return bool(RequestValidator(auth_token).validate(url, dict(params), signature))
+    validator = RequestValidator(auth_token)
+    # The URL exactly as configured is what TaskRouter signs: one HMAC. ``validate`` computes
+    # two (with and without the default port, as Twilio's signing of ports varies), so it is
+    # the fallback rather than the first try.
+    if compare(validator.compute_signature(url, params), signature):
+        return True
+    return bool(validator.validate(url, params, signature))
 
 
 def _timestamp(value: str | None, received_at: datetime) -> datetime:

@@ -43,6 +43,9 @@ NOT_EXERCISED = {
     # Also "too many streams", which needs ESCALATOR_MAX_STREAMS streams open at once: the
     # integration tests provoke it.
     ("get", "/escalations/{escalation_id}/stream", 503),
+    # An Idempotency-Key held by another replica's uncommitted transaction: PostgreSQL only (the
+    # demo runs on SQLite, one writer); tests/integration/test_idempotency.py provokes it.
+    ("post", "/escalations", 409),
 }
 
 
@@ -473,6 +476,35 @@ async def test_cancel_answers_canceled_then_conflict_and_the_stream_ends_at_term
     assert (await api.call("GET", f"/escalations/{UNKNOWN_ID}/stream")).status_code == 404
     unauthorized = await api.call("GET", f"{path}/stream", token="not-a-key-we-know-at-all")
     assert unauthorized.status_code == 401
+
+
+# Last but one: its escalation may keep a demo worker busy, which later tests would miss.
+async def test_an_idempotency_key_replays_refuses_another_body_and_must_be_well_formed(
+    api: Api,
+) -> None:
+    key = {"Idempotency-Key": "e2e-8e03978e-40d5-43e8-bc93-6894a57f9324"}
+    body = escalation("conv-idempotent")
+    created = await api.call("POST", "/escalations", body, extra_headers=key)
+    assert created.status_code == 201
+    assert "Idempotent-Replayed" not in created.headers
+    replayed = await api.call("POST", "/escalations", body, extra_headers=key)
+    assert replayed.status_code == 200
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.headers["Content-Location"] == created.headers["Location"]
+    assert replayed.json()["id"] == created.json()["id"]
+    other = escalation("conv-idempotent-other")
+    reused = await api.call("POST", "/escalations", other, extra_headers=key)
+    assert reused.status_code == 422
+    assert reused.json()["type"] == "urn:escalator:problem:idempotency-key-reused"
+    malformed = await api.call(
+        "POST",
+        "/escalations",
+        other,
+        extra_headers={"Idempotency-Key": "k" * 256},
+        spec_accepts=False,
+    )
+    assert malformed.status_code == 400
+    assert malformed.json()["type"] == "urn:escalator:problem:malformed-request"
 
 
 def test_every_documented_operation_and_status_was_exercised(

@@ -247,6 +247,34 @@ async def test_concurrent_deliveries_of_events_are_each_applied_once(store: SqlS
     assert len(stored.history) == len(queued.history) + 5
 
 
+async def test_events_committed_together_apply_in_arrival_order_on_each_others_result(
+    store: SqlStore,
+) -> None:
+    value, _ = await store.create_escalation(_new(1))
+    arriving = [
+        _event("k1", "task.created", task_sid=TASK, escalation_id=value.id),
+        _event("k2", "reservation.created", task_sid=TASK, reservation_sid=RES, worker_sid=WK),
+        _event("k3", "reservation.accepted", task_sid=TASK, reservation_sid=RES, worker_sid=WK),
+        _event("k2", "reservation.created", task_sid=TASK, reservation_sid=RES, worker_sid=WK),
+    ]
+    results = await asyncio.gather(
+        *(
+            store.ingest_event(event, received_at=NOW, react=lambda e, ev=event: _react(e, ev))
+            for event in arriving
+        )
+    )
+
+    assert [r.result for r in results] == [IngestResult.APPLIED] * 3 + [IngestResult.DUPLICATE]
+    stored = await store.get_escalation(value.id)
+    assert stored is not None
+    assert (stored.task_sid, stored.worker_sid, stored.version) == (TASK, WK, value.version + 3)
+    assert [entry.event for entry in stored.history][-3:] == [
+        "task.created",
+        "reservation.created",
+        "reservation.accepted",
+    ]
+
+
 async def test_an_event_adopts_its_escalation_by_id_or_is_not_ours(store: SqlStore) -> None:
     value, _ = await store.create_escalation(_new(1))
     adopt = _event("k1", "task.created", task_sid=TASK, escalation_id=value.id)
