@@ -195,7 +195,7 @@ class Store(Protocol):
         ...
 
     async def schema_is_current(self) -> bool:
-        """Whether the schema is at the revision this code expects."""
+        """Whether this code can serve the schema: at its head revision, or a newer one."""
         ...
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from escalator.store.engine import WRITE
 
-__all__ = ["current_revision", "head_revision", "migrate"]
+__all__ = ["current_revision", "head_revision", "migrate", "serves_revision"]
 
 # An arbitrary, fixed key: replicas that start `escalator migrate` together take turns.
 _MIGRATION_LOCK = 7_316_001
@@ -31,6 +31,18 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(_config()).get_current_head()
     assert head is not None
     return head
+
+
+def serves_revision(revision: str | None) -> bool:
+    """Whether this code can serve a database at ``revision``: at its head, or at a revision
+    it does not know, which a newer release's migrate Job wrote. Migrations only add (expand
+    first, remove a release later), so during a rolling deploy the previous release's pods stay
+    ready instead of all going unready the moment the Job has run."""
+    if revision is None:
+        return False
+    script = ScriptDirectory.from_config(_config())
+    known = {entry.revision for entry in script.walk_revisions()}
+    return revision == head_revision() or revision not in known
 
 
 def _upgrade(connection: Connection) -> None:

@@ -30,7 +30,7 @@ from escalator.store.feed import ChangeFeed
 from escalator.store.group_commit import GroupCommit
 from escalator.store.idempotency import IdempotencyKeys
 from escalator.store.ingest import MAX_EVENT_BATCH, EventIngestion
-from escalator.store.migrate import current_revision, head_revision
+from escalator.store.migrate import current_revision, serves_revision
 from escalator.store.reporting import ReportingQueries, owe_status_callbacks
 from escalator.store.rows import escalation_from_rows, escalation_values, history_values
 from escalator.store.schema import escalations, history, outbox
@@ -392,9 +392,10 @@ class SqlStore(EventIngestion, ReportingQueries, IdempotencyKeys):
             await connection.execute(sa.text("SELECT 1"))
 
     async def schema_is_current(self) -> bool:
-        """Whether the database is at this code's head revision."""
+        """Whether this code can serve the database's schema: at its head revision, or at a
+        newer one (see ``serves_revision``)."""
         async with _translated():
-            return await current_revision(self.engine) == head_revision()
+            return serves_revision(await current_revision(self.engine))
 
     async def close(self) -> None:
         """Finish the batch being written, then dispose of the engine's connections."""

@@ -50,6 +50,18 @@ def test_empty_environment_gives_the_documented_defaults() -> None:
     assert settings.taskrouter_url == "https://taskrouter.twilio.com"
     # None: decided at startup from whether stderr is a TTY (console) or not (json).
     assert settings.log_format is None
+    assert (settings.shutdown_grace, settings.shutdown_delay) == (20, 0)
+    assert (settings.idempotency_ttl, settings.lookup_rate_per_second) == (86_400, 3)
+
+
+def test_a_shutdown_delay_must_leave_time_to_drain() -> None:
+    message = configuration_error(
+        {"ESCALATOR_SHUTDOWN_GRACE_SECONDS": "5", "ESCALATOR_SHUTDOWN_DELAY_SECONDS": "5"}
+    )
+
+    assert message == (
+        "ESCALATOR_SHUTDOWN_DELAY_SECONDS: must be shorter than ESCALATOR_SHUTDOWN_GRACE_SECONDS"
+    )
 
 
 def test_default_routing_file_is_the_bundled_example() -> None:
@@ -182,6 +194,10 @@ def test_without_environ_the_process_environment_is_read(
         pytest.param("ESCALATOR_WORKFLOW_SID", WORKSPACE_SID, id="workflow-sid-is-a-workspace"),
         pytest.param("ESCALATOR_TASKROUTER_URL", "taskrouter.twilio.com", id="url-no-scheme"),
         pytest.param("ESCALATOR_LOG_FORMAT", "xml", id="log-format"),
+        pytest.param("ESCALATOR_SHUTDOWN_GRACE_SECONDS", "0", id="no-grace"),
+        pytest.param("ESCALATOR_SHUTDOWN_DELAY_SECONDS", "-1", id="negative-delay"),
+        pytest.param("ESCALATOR_IDEMPOTENCY_TTL_SECONDS", "0", id="keys-never-live"),
+        pytest.param("ESCALATOR_LOOKUP_RATE_PER_SECOND", "4", id="lookups-over-twilios-limit"),
     ],
 )
 def test_bad_value_raises_one_line_naming_the_variable(variable: str, value: str) -> None:
