@@ -8,11 +8,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from escalator.domain.escalation import Escalation
 from escalator.domain.ids import EscalationId
 from escalator.store import IdempotencyKey, IdempotencyResult, KeyedCreation
+from escalator.store.creates import PendingCreate
+from escalator.store.group_commit import GroupCommit
 from escalator.store.schema import escalations, idempotency_keys
 
 __all__ = ["IdempotencyKeys"]
@@ -46,6 +49,8 @@ class IdempotencyKeys:
     """
 
     engine: AsyncEngine
+    _thread_engine: Engine | None
+    _creates: GroupCommit[PendingCreate, KeyedCreation]
 
     def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
         raise NotImplementedError
@@ -65,6 +70,8 @@ class IdempotencyKeys:
         self, escalation: Escalation, key: IdempotencyKey
     ) -> KeyedCreation:
         """Replay or refuse a live key; else create (or find) the escalation and claim the key."""
+        if self._thread_engine is not None:  # SQLite: decided in the batch's transaction
+            return await self._creates.submit(PendingCreate(escalation, key))
         for _ in range(_ATTEMPTS):
             recorded = await self._recorded(key)
             if recorded is not None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -23,8 +24,10 @@ from escalator.store import (
     CREATE_TASK,
     OUTBOX_KINDS,
     IdempotencyKey,
+    KeyedCreation,
     OutboxItem,
 )
+from escalator.store.creates import MAX_CREATE_BATCH, PendingCreate, create_batch
 from escalator.store.engine import WRITE
 from escalator.store.feed import ChangeFeed
 from escalator.store.group_commit import GroupCommit
@@ -80,6 +83,7 @@ class SqlStore(EventIngestion, ReportingQueries, IdempotencyKeys):
             asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
         self._event_batches = GroupCommit(self._ingest_batch, max_batch=MAX_EVENT_BATCH)
+        self._creates = GroupCommit(self._create_batch, max_batch=MAX_CREATE_BATCH)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -140,11 +144,19 @@ class SqlStore(EventIngestion, ReportingQueries, IdempotencyKeys):
                 ),
             )
 
+    async def _create_batch(self, batch: Sequence[PendingCreate]) -> list[KeyedCreation]:
+        return await self._write_in_thread(partial(create_batch, batch=batch))
+
     async def create_escalation(
         self, escalation: Escalation, *, key: IdempotencyKey | None = None
     ) -> tuple[Escalation, bool]:
         """Insert an escalation, its history and its outbox row (and claim ``key``) in one
-        transaction; with ``key``, ``_KeyTaken`` when a live row holds it (idempotency.py)."""
+        transaction; with ``key``, ``_KeyTaken`` when a live row holds it (idempotency.py).
+        On SQLite, requests that arrive together share the transaction (creates.py)."""
+        if self._thread_engine is not None and key is None:
+            created = await self._creates.submit(PendingCreate(escalation))
+            assert created.escalation is not None
+            return created.escalation, created.created
         for _ in range(3):
             existing = await self._open_for(escalation.conversation_id)
             if existing is not None:
@@ -399,6 +411,7 @@ class SqlStore(EventIngestion, ReportingQueries, IdempotencyKeys):
 
     async def close(self) -> None:
         """Finish the batch being written, then dispose of the engine's connections."""
+        await self._creates.close()
         await self._event_batches.close()
         await self.engine.dispose()
         self._thread.shutdown(wait=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -20,9 +20,9 @@ from escalator.domain.events import TaskRouterEvent, apply_event
 from escalator.domain.ids import EscalationId, ReservationSid, TaskSid, WorkerSid
 from escalator.errors import StoreUnavailable
 from escalator.routing import CascadeSpec
-from escalator.store import RESET_WORKER, IngestResult
+from escalator.store import RESET_WORKER, IdempotencyKey, IdempotencyResult, IngestResult
 from escalator.store.engine import create_engine
-from escalator.store.schema import metadata
+from escalator.store.schema import escalations, metadata, outbox
 from escalator.store.sql import SqlStore, open_store
 from tests.unit.factories import NOW, escalation
 
@@ -288,6 +288,54 @@ async def test_events_committed_together_apply_in_arrival_order_on_each_others_r
         "reservation.created",
         "reservation.accepted",
     ]
+
+
+def _key(key: str, fingerprint: str, *, at: datetime = NOW) -> IdempotencyKey:
+    return IdempotencyKey(
+        scope="s", key=key, fingerprint=fingerprint, received_at=at, expires_at=at + LEASE
+    )
+
+
+async def test_on_sqlite_creates_committed_together_are_decided_in_arrival_order(
+    sqlite_url: str,
+) -> None:
+    # PostgreSQL runs them as concurrent transactions, in an order of its own.
+    store = await open_store(sqlite_url)
+    first, same_conversation = _new(1), replace(_new(2), conversation_id="conv-1")
+    keyed, other = _new(3), _new(4)
+    results = await asyncio.gather(
+        store.create_escalation_with_key(first, _key("k1", "f1")),
+        store.create_escalation(same_conversation),
+        store.create_escalation_with_key(keyed, _key("k1", "f1")),
+        store.create_escalation_with_key(other, _key("k1", "another body")),
+        store.create_escalation_with_key(other, _key("k4", "f4")),
+    )
+
+    assert [(r.result, r.escalation and r.escalation.id, r.created) for r in results[2:]] == [
+        (IdempotencyResult.REPLAYED, first.id, False),
+        (IdempotencyResult.MISMATCH, None, False),
+        (IdempotencyResult.NEW, other.id, True),
+    ]
+    assert (results[0].result, results[0].created) == (IdempotencyResult.NEW, True)
+    assert results[1] == (results[0].escalation, False)  # the conversation's open one
+    async with store.engine.connect() as connection:
+        assert await connection.scalar(sa.select(sa.func.count()).select_from(escalations)) == 2
+        assert await connection.scalar(sa.select(sa.func.count()).select_from(outbox)) == 2
+    await store.close()
+
+
+async def test_an_expired_key_is_claimed_again_for_a_new_request(store: SqlStore) -> None:
+    await store.create_escalation_with_key(_new(1), _key("k", "first body"))
+    later = NOW + LEASE + timedelta(seconds=1)
+
+    again = await store.create_escalation_with_key(_new(2), _key("k", "other body", at=later))
+
+    assert (again.result, again.created) == (IdempotencyResult.NEW, True)
+    replay = await store.create_escalation_with_key(_new(3), _key("k", "other body", at=later))
+    assert (replay.result, replay.escalation and replay.escalation.id) == (
+        IdempotencyResult.REPLAYED,
+        _new(2).id,
+    )
 
 
 async def test_an_event_adopts_its_escalation_by_id_or_is_not_ours(store: SqlStore) -> None:

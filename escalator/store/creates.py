@@ -1,0 +1,184 @@
+"""Escalations created in group commits, on SQLite: many acknowledgements, one commit.
+
+SQLite has one writer and each commit is an fsync, so one transaction per ``POST /escalations``
+queues every request behind the commits of those before it. Requests that arrive together are
+created together instead: in one transaction, run whole on the writer thread, two reads for the
+batch (the conversations' open escalations, the idempotency keys), the same decisions as one at
+a time in arrival order, then one insert per table. Each request is answered after the commit.
+PostgreSQL takes concurrent transactions and keeps one per request (sql.py, idempotency.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from escalator.domain.escalation import OPEN_STATUSES, Escalation
+from escalator.store import CREATE_TASK, IdempotencyKey, IdempotencyResult, KeyedCreation
+from escalator.store.rows import escalation_from_rows, escalation_values, history_values
+from escalator.store.schema import escalations, history, idempotency_keys, outbox
+
+__all__ = ["MAX_CREATE_BATCH", "PendingCreate", "create_batch"]
+
+# Requests per transaction: enough to amortise the commit, few enough for short IN lists.
+MAX_CREATE_BATCH = 100
+# Expired keys each batch deletes: more than a batch adds, so the table stays bounded.
+_PURGE_BATCH = 2 * MAX_CREATE_BATCH
+
+_OPEN_FOR = sa.select(escalations).where(
+    escalations.c.conversation_id.in_(sa.bindparam("conversations", expanding=True)),
+    escalations.c.status.in_([status.value for status in OPEN_STATUSES]),
+)
+_BY_ID = sa.select(escalations).where(escalations.c.id.in_(sa.bindparam("ids", expanding=True)))
+_HISTORY = (
+    sa.select(history)
+    .where(history.c.escalation_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(history.c.id)
+)
+_KEYS = sa.select(idempotency_keys).where(
+    idempotency_keys.c.key.in_(sa.bindparam("keys", expanding=True))
+)
+_FORGET_KEY = sa.delete(idempotency_keys).where(
+    idempotency_keys.c.scope == sa.bindparam("old_scope"),
+    idempotency_keys.c.key == sa.bindparam("old_key"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCreate:
+    """A request waiting for its batch: the escalation it would create, and its key if any."""
+
+    escalation: Escalation
+    key: IdempotencyKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    fingerprint: str
+    escalation_id: str
+    expires_at: Any
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A batch decided in memory: which conversations are open, which keys are live."""
+
+    open_by_conversation: dict[str, str]
+    keys: dict[tuple[str, str], _Key]
+    created: dict[str, Escalation] = field(default_factory=dict)
+    reclaimed: list[dict[str, str]] = field(default_factory=list)
+    key_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def decide(self, pending: PendingCreate) -> tuple[IdempotencyResult, str, bool]:
+        """The result, the escalation id that answers it, and whether that one is new."""
+        escalation, key = pending.escalation, pending.key
+        if key is not None:
+            recorded = self.keys.get((key.scope, key.key))
+            if recorded is not None and recorded.expires_at > key.received_at:
+                if recorded.fingerprint != key.fingerprint:
+                    return IdempotencyResult.MISMATCH, "", False
+                return IdempotencyResult.REPLAYED, recorded.escalation_id, False
+            if recorded is not None:
+                self.reclaimed.append({"old_scope": key.scope, "old_key": key.key})
+        answer = self.open_by_conversation.get(escalation.conversation_id)
+        new = answer is None
+        if answer is None:
+            answer = escalation.id
+            self.created[answer] = escalation
+            self.open_by_conversation[escalation.conversation_id] = answer
+        if key is not None:
+            self.keys[(key.scope, key.key)] = _Key(key.fingerprint, answer, key.expires_at)
+            self.key_rows.append(
+                {
+                    "scope": key.scope,
+                    "key": key.key,
+                    "fingerprint": key.fingerprint,
+                    "escalation_id": answer,
+                    "created_at": key.received_at,
+                    "expires_at": key.expires_at,
+                }
+            )
+        return IdempotencyResult.NEW, answer, new
+
+
+def _rows(connection: Connection, statement: Any, parameters: dict[str, Any]) -> Sequence[Any]:
+    return connection.execute(statement, parameters).mappings().all()
+
+
+def _load(connection: Connection, ids: Sequence[str]) -> dict[str, Escalation]:
+    if not ids:
+        return {}
+    rows = _rows(connection, _BY_ID, {"ids": list(ids)})
+    entries: dict[str, list[Any]] = {row["id"]: [] for row in rows}
+    for entry in _rows(connection, _HISTORY, {"ids": list(entries)}):
+        entries[entry["escalation_id"]].append(entry)
+    return {row["id"]: escalation_from_rows(row, entries[row["id"]]) for row in rows}
+
+
+def create_batch(connection: Connection, batch: Sequence[PendingCreate]) -> list[KeyedCreation]:
+    """In the caller's write transaction: what each request of ``batch`` gets, once written."""
+    conversations = sorted({p.escalation.conversation_id for p in batch})
+    open_rows = _rows(connection, _OPEN_FOR, {"conversations": conversations})
+    keys = sorted({p.key.key for p in batch if p.key is not None})
+    stored_keys = _rows(connection, _KEYS, {"keys": keys}) if keys else []
+    state = _Batch(
+        open_by_conversation={row["conversation_id"]: row["id"] for row in open_rows},
+        keys={
+            (row["scope"], row["key"]): _Key(
+                row["fingerprint"], row["escalation_id"], row["expires_at"]
+            )
+            for row in stored_keys
+        },
+    )
+    decisions = [state.decide(pending) for pending in batch]
+    created = list(state.created.values())
+    if state.reclaimed:
+        connection.execute(_FORGET_KEY, state.reclaimed)
+    if created:
+        connection.execute(sa.insert(escalations), [escalation_values(e) for e in created])
+        connection.execute(
+            sa.insert(history), [row for e in created for row in history_values(e.id, e.history)]
+        )
+        connection.execute(
+            sa.insert(outbox),
+            [
+                {
+                    "escalation_id": e.id,
+                    "kind": CREATE_TASK,
+                    "due_at": e.created_at,
+                    "created_at": e.created_at,
+                }
+                for e in created
+            ],
+        )
+    if state.key_rows:
+        connection.execute(sa.insert(idempotency_keys), state.key_rows)
+        _purge_expired(connection, min(p.key.received_at for p in batch if p.key is not None))
+    others = _load(
+        connection, sorted({i for _, i, new in decisions if i and not new} - state.created.keys())
+    )
+    known = {**others, **state.created}
+    return [
+        KeyedCreation(result, known.get(answer), new)
+        if result is not IdempotencyResult.MISMATCH
+        else KeyedCreation(result)
+        for result, answer, new in decisions
+    ]
+
+
+def _purge_expired(connection: Connection, now: Any) -> None:
+    expired = (
+        sa.select(idempotency_keys.c.scope, idempotency_keys.c.key)
+        .where(idempotency_keys.c.expires_at <= now)
+        .order_by(idempotency_keys.c.expires_at)
+        .limit(_PURGE_BATCH)
+    )
+    connection.execute(
+        sa.delete(idempotency_keys).where(
+            sa.tuple_(idempotency_keys.c.scope, idempotency_keys.c.key).in_(expired)
+        )
+    )
