@@ -40,6 +40,7 @@ _log = get_logger(__name__)
 _EVENTS_KEPT = timedelta(days=30)
 # Margin for the difference between our clock and TaskRouter's when asking for events.
 _CLOCK_SKEW = timedelta(minutes=10)
+_NOT_FOUND_AGAIN = timedelta(hours=1)
 
 
 def _known(escalation: Escalation, fact: TaskRouterEvent) -> bool:
@@ -212,11 +213,15 @@ class Reconciler:
             since = max(escalation.created_at - _CLOCK_SKEW, now - _EVENTS_KEPT)
             facts = await self._taskrouter.task_events(escalation.task_sid, since=since)
             if not facts:
+                # Neither the task nor its events: a misconfigured workspace SID looks just like
+                # this, so nothing is concluded (an operator looks at the metric and the log);
+                # the escalation is read again hourly rather than every interval.
                 _log.warning(
                     "reconciler.task_not_found",
                     escalation_id=escalation_id,
                     task_sid=escalation.task_sid,
                 )
+                await self._store.reconcile_later(escalation_id, at=now + _NOT_FOUND_AGAIN)
                 return "not_found"
         changed = False
         for fact in facts:

@@ -268,6 +268,14 @@ async def test_a_task_nobody_remembers_is_counted_not_found(service: Service) ->
     assert (await service.get(escalation_id))["status"] == "queued"
     assert metric(service, "escalator_reconciled_escalations_total", result="not_found") == 1
 
+    # Not re-read at every interval: an hour later, once more.
+    await _advance(service, 59 * 60)
+    await _reconciler(service).run(burst=True)
+    assert metric(service, "escalator_reconciled_escalations_total", result="not_found") == 1
+    await _advance(service, 2 * 60)
+    await _reconciler(service).run(burst=True)
+    assert metric(service, "escalator_reconciled_escalations_total", result="not_found") == 2
+
 
 async def test_a_fresh_timeout_found_by_the_reconciler_puts_the_worker_back(
     service_factory: ServiceFactory, database_url: str
