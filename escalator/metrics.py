@@ -196,3 +196,22 @@ class Metrics:
             ["how"],
             registry=self.registry,
         )
+        self.notifications = Counter(
+            "escalator_notifications",
+            "PostgreSQL notifications of commits (this replica's and the others'), by channel: "
+            "changes (an escalation changed), outbox (a side effect is owed).",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.listener_reconnects = Counter(
+            "escalator_listener_reconnects",
+            "Times the notification listener listened again after losing its connection.",
+            registry=self.registry,
+        )
+        self.listener_failures = Counter(
+            "escalator_listener_failures",
+            "Notification listener connections that failed, by kind: connect (could not "
+            "connect or LISTEN), lost (dropped while listening), internal (a bug, logged).",
+            ["kind"],
+            registry=self.registry,
+        )

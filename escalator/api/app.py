@@ -28,6 +28,7 @@ from escalator.reconciler import Reconciler
 from escalator.routing import RoutingTable
 from escalator.settings import Settings
 from escalator.store import Store
+from escalator.store.notify import ChangeListener, change_listener
 from escalator.store.sql import open_store
 from escalator.taskrouter import TaskRouterClient
 
@@ -43,6 +44,7 @@ __all__ = [
 _log = get_logger(__name__)
 _LEASE_OWNER = web.AppKey("lease_owner", str)
 _RECONCILER = web.AppKey("reconciler", Reconciler)
+_LISTENER = web.AppKey("change_listener", ChangeListener)
 
 
 def utc_now() -> datetime:
@@ -106,8 +108,9 @@ async def _finish(loop: asyncio.Task[None], within: float) -> None:
 
 
 async def _stop_loops(app: web.Application) -> None:
-    """On shutdown (the listener is closed), the loops end their turn while requests drain."""
-    for loop in (app.get(DISPATCHER), app.get(_RECONCILER)):
+    """On shutdown (once the HTTP socket is closed), the background loops end their turn
+    while requests drain."""
+    for loop in (app.get(DISPATCHER), app.get(_RECONCILER), app.get(_LISTENER)):
         if loop is not None:
             loop.stop()
 
@@ -168,6 +171,32 @@ def _reconciler_ctx(
             await taskrouter.close()
 
     return reconciler_ctx
+
+
+def _listener_ctx(deps: Dependencies) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup context that listens for other replicas' commits (PostgreSQL only)."""
+
+    async def listener_ctx(app: web.Application) -> AsyncIterator[None]:
+        dispatcher = app.get(DISPATCHER)
+        listener = (
+            change_listener(
+                app[STORE],
+                metrics=deps.metrics,
+                on_outbox=dispatcher.wake if dispatcher is not None else None,
+            )
+            if deps.dispatch
+            else None
+        )
+        if listener is None:
+            yield
+            return
+        app[_LISTENER] = listener
+        loop = asyncio.create_task(listener.run(), name="change-listener")
+        yield
+        listener.stop()
+        await _finish(loop, _stop_budget(app))
+
+    return listener_ctx
 
 
 def status_callbacks(settings: Settings, metrics: Metrics) -> StatusCallbacks | None:
@@ -252,4 +281,5 @@ def create_app(
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(dispatcher_ctx)
     app.cleanup_ctx.append(_reconciler_ctx(settings, routing, deps))
+    app.cleanup_ctx.append(_listener_ctx(deps))
     return app

@@ -1,8 +1,8 @@
 """``GET /escalations/{id}/stream``: server-sent events of an escalation's status changes.
 
-Changes written by this process wake the stream at once (the store's change feed); changes
-written by another replica are seen by a slow poll of the store. PostgreSQL LISTEN/NOTIFY could
-replace that poll later.
+Changes written by this process wake the stream at once (the store's change feed); on
+PostgreSQL, so do another replica's, through LISTEN/NOTIFY (store/notify.py). A slow poll of the
+store remains as the safety net for a notification lost while the listener reconnects.
 """
 
 from __future__ import annotations

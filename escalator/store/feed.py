@@ -1,7 +1,8 @@
-"""In-process notice of changed escalations, so that the streams following them wake at once.
+"""Notice of changed escalations, so that the streams following them wake at once.
 
-Only writes made by this process are published; a stream also polls the store, slowly, to see
-what other replicas wrote (PostgreSQL LISTEN/NOTIFY could replace that poll later).
+The store publishes what this process commits; on PostgreSQL the change listener
+(``store/notify.py``) publishes what every replica commits. A stream also polls the store,
+slowly, as a safety net for a notification lost with the listener's connection.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ class ChangeFeed:
         """Wake every subscriber of ``escalation_id``."""
         for waiter in self._waiters.get(escalation_id, ()):
             waiter.set()
+
+    def publish_all(self) -> None:
+        """Wake every subscriber: any escalation may have changed unseen (notifications were
+        lost with the listener's connection)."""
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.set()
 
     @contextmanager
     def subscribe(self, escalation_id: EscalationId) -> Iterator[asyncio.Event]:
