@@ -19,7 +19,7 @@ from escalator.store.feed import ChangeFeed
 from escalator.store.rows import escalation_from_rows, escalation_values, history_values
 from escalator.store.schema import escalations, history, outbox
 
-__all__ = ["ReportingQueries", "owe_status_callbacks", "status_callback_rows"]
+__all__ = ["ReportingQueries", "owe_status_callbacks", "save_change", "status_callback_rows"]
 
 _ATTEMPTS = 5
 
@@ -56,7 +56,9 @@ async def owe_status_callbacks(
         await connection.execute(sa.insert(outbox), rows)
 
 
-async def _save(connection: AsyncConnection, before: Escalation, after: Escalation) -> bool:
+async def save_change(connection: AsyncConnection, before: Escalation, after: Escalation) -> bool:
+    """Save ``after`` over ``before`` (optimistic version check) with its new history entries;
+    False when another writer saved the escalation first."""
     updated = await connection.execute(
         sa.update(escalations)
         .where(escalations.c.id == after.id, escalations.c.version == before.version)
@@ -168,7 +170,7 @@ class ReportingQueries:
             after = cancel(before)
             if after is before:
                 return before, before
-            if not await _save(connection, before, after):
+            if not await save_change(connection, before, after):
                 raise _Conflict()
             await owe_status_callbacks(connection, before, after, now)
             await self._owe_task_cancel(connection, before, now)
@@ -243,7 +245,7 @@ class ReportingQueries:
             if before is None:
                 return True
             after = change(before)
-            if after is not before and not await _save(connection, before, after):
+            if after is not before and not await save_change(connection, before, after):
                 raise _Conflict()
         if after is not before:
             self.changes.publish(after.id)
