@@ -12,6 +12,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = ["WRITE", "async_url", "create_engine", "create_thread_engine"]
 
+_SQLITE_POOL = 4
+_SQLITE_CACHE_KIB = 1024
 # Execution option that makes a SQLite transaction take the write lock up front.
 WRITE = {"escalator_write": True}
 # SQLSTATEs of a PostgreSQL that cannot serve now but will: class 08 (connection exception),
@@ -42,6 +44,9 @@ def _tune_sqlite(engine: Engine, synchronous: str) -> None:
         # FULL: a committed (acknowledged) escalation survives power loss, not only a crash.
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=5000")
+        # Each connection keeps its own page cache (2 MiB by default); the operating system
+        # caches the file for all of them, so a small one per connection is enough.
+        cursor.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -70,7 +75,16 @@ def create_engine(
     driver_url = async_url(url)
     # hide_parameters: a driver error's text must not carry the summary or contact details.
     if driver_url.startswith("sqlite"):
-        engine = create_async_engine(driver_url, connect_args={"timeout": 5}, hide_parameters=True)
+        # One core runs every statement, so more connections only add memory: readers queue
+        # for one of these, the writer thread has its own (create_thread_engine).
+        engine = create_async_engine(
+            driver_url,
+            connect_args={"timeout": 5},
+            hide_parameters=True,
+            pool_size=_SQLITE_POOL,
+            max_overflow=_SQLITE_POOL,
+            pool_timeout=10,
+        )
         _tune_sqlite(engine.sync_engine, sqlite_synchronous)
         return engine
     engine = create_async_engine(
