@@ -37,10 +37,8 @@ pytest: $(STAMP)
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; fi; \
 	exit $$status
 
-bench: $(STAMP)  ## benchmarks (not part of test); results under bench/results/
-	@mkdir -p bench/results
-	$(BIN)/python bench/simulator_bench.py --out bench/results/$$(date +%Y-%m-%d)-$$(hostname)-simulator.json
-	$(BIN)/python bench/events_bench.py --out bench/results/$$(date +%Y-%m-%d)-$$(hostname)-events.json
+bench: $(STAMP)  ## benchmarks, 12-15 min (not part of test): bench/results/DATE-HOST.md and .json
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .

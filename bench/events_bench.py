@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import itertools
 import json
 import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -37,22 +34,38 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-from benchlib import cpu_model, percentile
+from benchlib import (
+    ACCOUNT_SID,
+    API_KEY,
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    CpuMeter,
+    commit_ceiling,
+    cpu_model,
+    filesystem,
+    percentile,
+)
+from load import (
+    escalation_body,
+)
+from processes import (
+    Simulator,
+    free_port,
+    metrics,
+    outbox_backlog,
+    postgres_context,
+    postgres_database,
+    sim_get,
+    sim_list,
+    start_service,
+    start_simulator,
+    stop,
+    until_ready,
+)
 from twilio.request_validator import RequestValidator
 
-ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
-AUTH_TOKEN = "bench-simulator-auth-token"  # noqa: S105 - the local simulator's, not a secret
-API_KEY = "bench-api-key-0123456789"
-# Behind a TLS-terminating ingress: Twilio signs this URL; the socket is plain loopback.
-PUBLIC_URL = "https://escalator.bench.example"
 EVENTS_PATH = "/taskrouter/events"
 GOAL_PER_SECOND = 2000
-ROUTING_FILE = Path(__file__).resolve().parent.parent / "escalator" / "resources" / "routing.yaml"
-_REASONS = ("billing_dispute", "technical_issue", "refund_request", "cancel_service", "general")
-_SUMMARY = (
-    "Customer says the March invoice charged the premium plan twice after a downgrade on the"
-    " 3rd; the assistant confirmed two identical charges and could not issue the refund itself."
-)
 # One reservation rejected, another accepted, then the task completed: what a real task sees.
 _LIFECYCLE = (
     "reservation.created",
@@ -73,7 +86,6 @@ _CALLBACK_HEADERS = {
     "User-Agent": "TwilioProxy/1.1",
     "Accept": "*/*",
 }
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 @dataclass(frozen=True)
@@ -114,7 +126,7 @@ class Pass:
     p99_ms: float
     max_ms: float
     server_results: dict[str, int] = field(default_factory=dict)
-    cpu: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -131,160 +143,39 @@ class RunResult:
 # ---------------------------------------------------------------- child processes
 
 
-def _clean_environ(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ESCALATOR_", "TWILIO_"))}
-    return {**env, **extra}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _stop(process: subprocess.Popen[str], timeout: float = 30) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-@dataclass
-class Simulator:
-    """The `escalator simulate` child and the workspace it seeded."""
-
-    process: subprocess.Popen[str]
-    url: str
-    workspace_sid: str
-    workflow_sid: str
-
-
 def _start_simulator(workdir: Path) -> Simulator:
-    """`escalator simulate --seed`: the bundled routing file's workspace, no event callback URL
-    (the only callbacks escalator gets are ours) and no acting workers."""
-    command = [
-        *(sys.executable, "-m", "escalator", "simulate", "--port", "0"),
-        *("--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN),
-        *("--seed", str(ROUTING_FILE), "--evaluate-per-second", "off"),
-    ]
-    process = subprocess.Popen(  # noqa: S603 - our own command line
-        command,
-        stdout=subprocess.PIPE,
-        stderr=(workdir / "simulator.log").open("w"),
-        env=_clean_environ(),
-        text=True,
-    )
-    assert process.stdout is not None
-    found: dict[str, str] = {}
-    deadline = time.monotonic() + 30
-    while "ESCALATOR_WORKFLOW_SID" not in found and time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        if match := re.match(r"TaskRouter simulator at (\S+)", line):
-            found["url"] = match.group(1)
-        name, sep, value = line.strip().partition("=")
-        if sep and name.startswith("ESCALATOR_"):
-            found[name] = value
-    if "ESCALATOR_WORKFLOW_SID" not in found or "url" not in found:
-        _stop(process)
-        raise RuntimeError(f"the simulator did not start; see {workdir / 'simulator.log'}")
-    return Simulator(
-        process, found["url"], found["ESCALATOR_WORKSPACE_SID"], found["ESCALATOR_WORKFLOW_SID"]
-    )
+    """`escalator simulate --seed` without the EvaluateTaskAttributes limit (no lookups here)."""
+    return start_simulator(workdir, "--evaluate-per-second", "off")
 
 
 def _start_service(
     workdir: Path, simulator: Simulator, port: int, args: argparse.Namespace
 ) -> subprocess.Popen[str]:
-    """`escalator serve` on SQLite with its default durability, the simulator as TaskRouter."""
-    env = _clean_environ(
-        ESCALATOR_DATABASE_URL=f"sqlite:///{workdir / 'escalator.db'}",
-        ESCALATOR_HOST="127.0.0.1",
-        ESCALATOR_PORT=str(port),
-        ESCALATOR_PUBLIC_URL=PUBLIC_URL,
-        ESCALATOR_API_KEYS=API_KEY,
-        ESCALATOR_LOG_LEVEL=args.log_level,
-        ESCALATOR_LOG_FORMAT="json",
-        ESCALATOR_WORKSPACE_SID=simulator.workspace_sid,
-        ESCALATOR_WORKFLOW_SID=simulator.workflow_sid,
-        ESCALATOR_TASKROUTER_URL=simulator.url,
-        TWILIO_ACCOUNT_SID=ACCOUNT_SID,
-        TWILIO_AUTH_TOKEN=AUTH_TOKEN,
-        # Keep the reconciler's re-reads of quiet escalations out of the measurement.
-        ESCALATOR_RECONCILE_AFTER="3600",
+    """`escalator serve` on SQLite with its default durability (or on `--database-url`)."""
+    return start_service(
+        workdir,
+        simulator,
+        port,
+        database_url=args.database_url,
+        log_level=args.log_level,
+        profile=args.profile,
     )
-    profile = ["-m", "cProfile", "-o", str(Path(args.profile).resolve())] if args.profile else []
-    return subprocess.Popen(  # noqa: S603 - our own command line
-        [sys.executable, *profile, "-m", "escalator", "serve"],
-        stdout=subprocess.DEVNULL,
-        stderr=(workdir / "escalator.log").open("w"),
-        env=env,
-        text=True,
-    )
-
-
-async def _until_ready(
-    session: aiohttp.ClientSession, base: str, service: subprocess.Popen[str]
-) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and service.poll() is None:
-        try:
-            async with session.get(f"{base}/readyz") as answer:
-                if answer.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError("escalator serve did not become ready; see escalator.log (--keep)")
 
 
 # ---------------------------------------------------------------- reading service and simulator
 
 
-async def _sim_get(session: aiohttp.ClientSession, url: str) -> Any:
-    auth = base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
-    async with session.get(url, headers={"Authorization": f"Basic {auth}"}) as answer:
-        if answer.status != 200:
-            raise RuntimeError(f"simulator GET {url}: HTTP {answer.status}")
-        return await answer.json()
-
-
-async def _sim_list(session: aiohttp.ClientSession, url: str, key: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    next_url: str | None = url
-    while next_url:
-        page = await _sim_get(session, next_url)
-        items += page[key]
-        next_url = page["meta"].get("next_page_url")
-    return items
-
-
 async def _workspace(session: aiohttp.ClientSession, simulator: Simulator) -> Workspace:
     root = f"{simulator.url}/v1/Workspaces/{simulator.workspace_sid}"
-    workspace = await _sim_get(session, root)
+    workspace = await sim_get(session, root)
     activities = {
         a["sid"]: a["friendly_name"]
-        for a in await _sim_list(session, f"{root}/Activities?PageSize=100", "activities")
+        for a in await sim_list(session, f"{root}/Activities?PageSize=100", "activities")
     }
-    workers = await _sim_list(session, f"{root}/Workers?PageSize=100", "workers")
+    workers = await sim_list(session, f"{root}/Workers?PageSize=100", "workers")
     for worker in workers:
         worker["activity_name"] = activities.get(worker["activity_sid"], "")
     return Workspace(simulator.workspace_sid, workspace["friendly_name"], workers)
-
-
-async def _metrics(session: aiohttp.ClientSession, base: str) -> str:
-    async with session.get(f"{base}/metrics") as answer:
-        return await answer.text()
-
-
-def _outbox_backlog(text: str) -> float:
-    match = re.search(r"^escalator_outbox_backlog (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 def _event_results(text: str) -> Counter[str]:
@@ -309,14 +200,7 @@ async def _escalate(
 
     async def worker() -> None:
         for n in numbers:
-            body = {
-                "conversation_id": f"bench-{tag}-{n:06d}",
-                "reason_code": _REASONS[n % len(_REASONS)],
-                "summary": _SUMMARY,
-                "channel": "chat",
-                "customer": {"id": f"cust-{tag}-{n:06d}", "language": "en"},
-                "context": {"order_id": f"ord-{n:08d}", "plan": "premium", "turns": 14},
-            }
+            body = escalation_body(tag, n)
             for _ in range(10):
                 async with session.post(
                     f"{base}/escalations",
@@ -351,11 +235,11 @@ async def _tasks_for(
     deadline = time.monotonic() + within
     while True:
         found: dict[str, Task] = {}
-        for item in await _sim_list(session, url, "tasks"):
+        for item in await sim_list(session, url, "tasks"):
             escalation_id = json.loads(item["attributes"]).get("escalation_id")
             if escalation_id in wanted:
                 found[escalation_id] = Task(item["sid"], item)
-        if len(found) == len(wanted) and _outbox_backlog(await _metrics(session, base)) == 0:
+        if len(found) == len(wanted) and outbox_backlog(await metrics(session, base)) == 0:
             return [found[i] for i in escalation_ids]
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(found)} of {len(wanted)} tasks after {within} s")
@@ -367,10 +251,13 @@ async def _tasks_for(
 
 def _callbacks(tasks: list[Task], workspace: Workspace, first_timestamp: int) -> list[Callback]:
     """Each task's lifecycle, phase by phase across tasks (a task's events arrive in order and
-    far apart, as TaskRouter's do), every one with its own Timestamp, signed."""
+    far apart, as TaskRouter's do), stamped now (epoch seconds, as TaskRouter does: events of
+    different tasks or reservations differ without a distinct Timestamp), signed. A stamp in
+    the past would make every escalation look stale to the reconciler, which would re-read
+    them all from the simulator during the measurement."""
     validator = RequestValidator(AUTH_TOKEN)
     url = PUBLIC_URL + EVENTS_PATH
-    stamps = itertools.count(first_timestamp)
+    stamps = itertools.repeat(first_timestamp)
     reservations = {t.sid: ("WR" + uuid.uuid4().hex, "WR" + uuid.uuid4().hex) for t in tasks}
     workers = workspace.workers
     callbacks = []
@@ -456,48 +343,17 @@ def _event_params(
 # ---------------------------------------------------------------- timing
 
 
-def _process_cpu(pid: int | str) -> float:
-    """CPU seconds (user + system) a process has used; 0 where /proc is missing."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+def _cpu_meter(service_pid: int) -> CpuMeter:
+    """Who uses the CPUs during a pass: the service, this driver, PostgreSQL, everything else
+    (on a shared machine, other work steals cores from the service and the number with them)."""
+    return CpuMeter({"service": [service_pid], "driver": [os.getpid()]})
 
 
-def _machine_cpu() -> tuple[float, float]:
-    """Busy and total CPU seconds of the whole machine, all cores, from /proc/stat."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return 0.0, 0.0
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks) - idle) / _TICK, sum(ticks) / _TICK
-
-
-class _CpuMeter:
-    """Who used the CPUs during a pass: the service, this driver, everything else (on a shared
-    machine, other work steals cores from the service and the number with them)."""
-
-    def __init__(self, service_pid: int) -> None:
-        self._pid = service_pid
-        self._start = self._sample()
-
-    def _sample(self) -> tuple[float, ...]:
-        return (_process_cpu(self._pid), _process_cpu("self"), *_machine_cpu())
-
-    def read(self, ingested: int) -> dict[str, float]:
-        service, driver, busy, total = (
-            end - start for end, start in zip(self._sample(), self._start, strict=True)
-        )
-        wall = total / (os.cpu_count() or 1) or 1.0
-        return {
-            "service_cores": round(service / wall, 2),
-            "driver_cores": round(driver / wall, 2),
-            "other_cores": round(max(0.0, busy - service - driver) / wall, 2),
-            "idle_cores": round((total - busy) / wall, 2),
-            "service_cpu_ms_per_event": round(1000 * service / ingested, 3) if ingested else 0.0,
-        }
+def _cpu_of_pass(meter: CpuMeter, ingested: int) -> dict[str, Any]:
+    cpu = meter.read()
+    service = cpu["service_cpu_s"]
+    cpu["service_cpu_ms_per_event"] = round(1000 * service / ingested, 3) if ingested else 0.0
+    return cpu
 
 
 async def _fire(
@@ -541,8 +397,8 @@ async def _timed_pass(
     callbacks: list[Callback],
     args: argparse.Namespace,
 ) -> Pass:
-    before = _event_results(await _metrics(session, base))
-    meter = _CpuMeter(service_pid)
+    before = _event_results(await metrics(session, base))
+    meter = _cpu_meter(service_pid)
     latencies, answers, elapsed = await _fire(
         session,
         base + EVENTS_PATH,
@@ -551,8 +407,8 @@ async def _timed_pass(
         deadline=time.perf_counter() + args.max_seconds,
     )
     ingested = answers.pop("204", 0)  # only a 204 says the event is stored
-    cpu = meter.read(ingested)
-    after = _event_results(await _metrics(session, base))
+    cpu = _cpu_of_pass(meter, ingested)
+    after = _event_results(await metrics(session, base))
     ordered = sorted(latencies) or [0.0]
     return Pass(
         sent=len(latencies),
@@ -577,7 +433,6 @@ class _Session:
     service_pid: int
     simulator: Simulator
     workspace: Workspace
-    next_timestamp: int
     stats: dict[str, list[int]] = field(default_factory=lambda: {"attributes": [], "form": []})
 
 
@@ -588,8 +443,7 @@ async def _run(
     refusals: Counter[str] = Counter()
     ids = await _escalate(bench.http, bench.base, tag, escalations, refusals)
     tasks = await _tasks_for(bench.http, bench.base, bench.simulator, ids, within=60)
-    callbacks = _callbacks(tasks, bench.workspace, bench.next_timestamp)
-    bench.next_timestamp += len(callbacks)
+    callbacks = _callbacks(tasks, bench.workspace, int(time.time()))
     bench.stats["attributes"] += [len(t.fields["attributes"]) for t in tasks]
     bench.stats["form"] += [len(c.body) for c in callbacks]
     setup = time.perf_counter() - started
@@ -605,39 +459,19 @@ async def _run(
 # ---------------------------------------------------------------- the machine
 
 
-def _filesystem(path: Path) -> str:
-    """The mount holding `path`: fsync costs differ by orders of magnitude between them."""
-    best = ("", "unknown")
-    try:
-        for line in Path("/proc/mounts").read_text().splitlines():
-            device, mount, kind = line.split()[:3]
-            if str(path.resolve()).startswith(mount) and len(mount) >= len(best[0]):
-                best = (mount, f"{kind} on {device} at {mount}")
-    except OSError:
-        pass
-    return best[1]
+async def _database(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    if args.database_url:
+        return {"engine": "postgresql", **await postgres_context(args.database_url)}
+    return {
+        "engine": "sqlite",
+        "sqlite": sqlite3.sqlite_version,
+        "journal_mode": "WAL",
+        "synchronous": "FULL",
+        "filesystem": filesystem(workdir),
+    }
 
 
-def _commit_ceiling(workdir: Path, seconds: float = 1.5) -> float:
-    """Commits/s of one small INSERT per transaction, WAL and synchronous=FULL, in the same
-    directory: what a store that commits each event alone could at most reach here."""
-    db = sqlite3.connect(workdir / "ceiling.db", isolation_level=None)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
-        count, started = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - started) < seconds:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT INTO t (body) VALUES (?)", ("x" * 200,))
-            db.execute("COMMIT")
-            count += 1
-        return round(count / elapsed, 1)
-    finally:
-        db.close()
-
-
-def _machine(workdir: Path) -> dict[str, Any]:
+def _machine(database: dict[str, Any]) -> dict[str, Any]:
     return {
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
@@ -646,15 +480,17 @@ def _machine(workdir: Path) -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": {
             name: version(name)
-            for name in ("escalator", "aiohttp", "twilio", "sqlalchemy", "aiosqlite", "structlog")
+            for name in (
+                "escalator",
+                "aiohttp",
+                "twilio",
+                "sqlalchemy",
+                "aiosqlite",
+                "asyncpg",
+                "structlog",
+            )
         },
-        "database": {
-            "engine": "sqlite",
-            "sqlite": sqlite3.sqlite_version,
-            "journal_mode": "WAL",
-            "synchronous": "FULL",
-            "filesystem": _filesystem(workdir),
-        },
+        "database": database,
     }
 
 
@@ -662,9 +498,10 @@ def _machine(workdir: Path) -> dict[str, Any]:
 
 
 async def _bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    ceiling = _commit_ceiling(workdir)
+    ceiling = commit_ceiling(workdir)
+    database = await _database(workdir, args)
     simulator = _start_simulator(workdir)
-    port = _free_port()
+    port = free_port()
     service = _start_service(workdir, simulator, port, args)
     base = f"http://127.0.0.1:{port}"
     # For an outside profiler: py-spy record --pid PID (see bench/README.md).
@@ -673,14 +510,13 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         connector = aiohttp.TCPConnector(limit=args.concurrency)
         async with aiohttp.ClientSession(connector=connector) as http:
-            await _until_ready(http, base, service)
+            await until_ready(http, base, service)
             bench = _Session(
                 http=http,
                 base=base,
                 service_pid=service.pid,
                 simulator=simulator,
                 workspace=await _workspace(http, simulator),
-                next_timestamp=int(time.time()) - 86_400,
             )
             if args.warmup:
                 await _run(bench, args, tag="warmup", escalations=args.warmup)
@@ -689,9 +525,9 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 runs.append(result)
                 _print_run(index, args.runs, result)
     finally:
-        _stop(service)
-        _stop(simulator.process)
-    return _results(args, workdir, runs, ceiling, bench.stats)
+        stop(service)
+        stop(simulator.process)
+    return _results(args, database, runs, ceiling, bench.stats)
 
 
 def _print_run(index: int, total: int, result: RunResult) -> None:
@@ -729,7 +565,7 @@ def _summary(passes: list[Pass]) -> dict[str, Any]:
 
 def _results(
     args: argparse.Namespace,
-    workdir: Path,
+    database: dict[str, Any],
     runs: list[RunResult],
     ceiling: float,
     stats: dict[str, list[int]],
@@ -741,8 +577,9 @@ def _results(
         for k in ("escalations", "warmup", "concurrency", "runs", "duplicates", "max_seconds")
     }
     return {
-        "benchmark": "escalator POST /taskrouter/events, signed, SQLite, over loopback",
-        "machine": _machine(workdir),
+        "benchmark": "escalator POST /taskrouter/events, signed,"
+        f" {'PostgreSQL' if args.database_url else 'SQLite'}, over loopback",
+        "machine": _machine(database),
         "config": config
         | {
             "log_level": args.log_level,
@@ -762,10 +599,14 @@ def _results(
 
 def _verdict(results: dict[str, Any], args: argparse.Namespace) -> str:
     machine, summary, dups = results["machine"], results["summary"], results["duplicates_summary"]
+    database = machine["database"]
+    if database["engine"] == "sqlite":
+        store = f"SQLite {database['sqlite']} WAL synchronous=FULL on {database['filesystem']}"
+    else:
+        store = f"PostgreSQL {database['version']}"
     lines = [
         f"\n{machine['cpu_model']}, {machine['cpu_count']} CPUs, Python {machine['python']},"
-        f" SQLite {machine['database']['sqlite']} WAL synchronous=FULL on"
-        f" {machine['database']['filesystem']}; bare commit ceiling"
+        f" {store}; bare SQLite commit ceiling"
         f" {results['sqlite_commit_ceiling_per_second']:.0f}/s; service"
         f" {summary['service_cpu_ms_per_event']:.2f} ms CPU per event,"
         f" other processes {summary['other_cores']:.2f} cores"
@@ -785,8 +626,8 @@ def _verdict(results: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    """Run the benchmark, print one line per run and a verdict, and write the JSON."""
+def parser() -> argparse.ArgumentParser:
+    """The command line; `run.py` builds its own argument lists for it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--escalations", type=int, default=1000, help="escalations per run")
     parser.add_argument("--warmup", type=int, default=100, help="escalations of an unmeasured run")
@@ -799,18 +640,39 @@ def main() -> int:
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="ADMIN_URL",
+        help="run on PostgreSQL: a fresh database on this server (e.g."
+        " postgresql://postgres@127.0.0.1:5432/postgres), dropped afterwards",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--profile", help="run the service under cProfile, stats to PROFILE")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = parser.parse_args()
+    return parser
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark as `args` say, in a temporary directory; the results."""
     workdir = Path(tempfile.mkdtemp(prefix="escalator-events-bench-"))
+    args.database_url = None
     try:
-        results = asyncio.run(_bench(args, workdir))
+        if not args.postgres:
+            return await _bench(args, workdir)
+        async with postgres_database(args.postgres) as url:
+            args.database_url = url
+            return await _bench(args, workdir)
     finally:
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> int:
+    """Run the benchmark, print one line per run and a verdict, and write the JSON."""
+    args = parser().parse_args()
+    results = asyncio.run(bench(args))
     print(_verdict(results, args))
     if args.out:
         args.out.write_text(json.dumps(results, indent=2) + "\n")

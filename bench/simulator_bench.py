@@ -293,8 +293,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> int:
-    """Parse arguments; serve the simulator or drive it and print (and write) the results."""
+def parser() -> argparse.ArgumentParser:
+    """The command line; `run.py` builds its own argument lists for it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=20_000, help="task creations per run")
     parser.add_argument("--warmup", type=int, default=1_000, help="unmeasured creations first")
@@ -307,7 +307,17 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--profile", help="cProfile the simulator, stats to PROFILE.<run>")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark as `args` say; the results."""
+    return await _bench(args)
+
+
+def main() -> int:
+    """Parse arguments; serve the simulator or drive it and print (and write) the results."""
+    args = parser().parse_args()
     if args.serve:
         asyncio.run(_serve(args.profile))
         return 0
