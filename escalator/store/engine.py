@@ -14,6 +14,7 @@ __all__ = ["WRITE", "async_url", "create_engine", "create_thread_engine"]
 
 _SQLITE_POOL = 4
 _SQLITE_CACHE_KIB = 1024
+_WRITER_CACHE_KIB = 8192
 # Execution option that makes a SQLite transaction take the write lock up front.
 WRITE = {"escalator_write": True}
 # SQLSTATEs of a PostgreSQL that cannot serve now but will: class 08 (connection exception),
@@ -33,7 +34,7 @@ def async_url(url: str) -> str:
     return url
 
 
-def _tune_sqlite(engine: Engine, synchronous: str) -> None:
+def _tune_sqlite(engine: Engine, synchronous: str, *, cache_kib: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the driver, issue BEGIN (the driver's implicit BEGIN is deferred
@@ -44,9 +45,9 @@ def _tune_sqlite(engine: Engine, synchronous: str) -> None:
         # FULL: a committed (acknowledged) escalation survives power loss, not only a crash.
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA busy_timeout=5000")
-        # Each connection keeps its own page cache (2 MiB by default); the operating system
-        # caches the file for all of them, so a small one per connection is enough.
-        cursor.execute(f"PRAGMA cache_size=-{_SQLITE_CACHE_KIB}")
+        # Each connection keeps its own page cache (2 MiB by default): readers share the
+        # operating system's cache of the file and get a small one, the one writer a larger one.
+        cursor.execute(f"PRAGMA cache_size=-{cache_kib}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -85,7 +86,7 @@ def create_engine(
             max_overflow=_SQLITE_POOL,
             pool_timeout=10,
         )
-        _tune_sqlite(engine.sync_engine, sqlite_synchronous)
+        _tune_sqlite(engine.sync_engine, sqlite_synchronous, cache_kib=_SQLITE_CACHE_KIB)
         return engine
     engine = create_async_engine(
         driver_url,
@@ -109,5 +110,5 @@ def create_thread_engine(
     if not url.startswith("sqlite:") or url.rstrip("/") in ("sqlite:", "sqlite:///:memory:"):
         return None
     engine = sa.create_engine(url, connect_args={"timeout": 5}, hide_parameters=True)
-    _tune_sqlite(engine, sqlite_synchronous)
+    _tune_sqlite(engine, sqlite_synchronous, cache_kib=_WRITER_CACHE_KIB)
     return engine
