@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck contracts dockerlint pytest bench fmt install clean
+.PHONY: run test lint typecheck contracts dockerlint pytest bench chaos fmt install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ pytest: $(STAMP)
 
 bench: $(STAMP)  ## benchmarks, 12-15 min (not part of test): bench/results/DATE-HOST.md and .json
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+chaos: $(STAMP)  ## the fault suite at full size (restarts PostgreSQL once); report under bench/results/
+	@mkdir -p bench/results
+	$(BIN)/python -m tests.chaos.run --database both --escalations 2000 --kills 20 --replicas 3 \
+		--restart-postgres --out-dir bench/results
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
