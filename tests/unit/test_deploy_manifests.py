@@ -304,3 +304,11 @@ def test_configured_values_are_valid_settings() -> None:
 
     assert settings.port == 8080
     assert settings.host == "0.0.0.0"
+
+
+def test_the_replicas_together_stay_within_twilios_lookup_limit() -> None:
+    # Twilio allows 3 EvaluateTaskAttributes requests a second per workspace, for all replicas.
+    replicas = _one("Deployment")["spec"]["replicas"]
+    rate = float(_one("ConfigMap", "escalator-env")["data"]["ESCALATOR_LOOKUP_RATE_PER_SECOND"])
+
+    assert replicas * rate <= 3
