@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from escalator.domain.escalation import Escalation
 from escalator.domain.ids import EscalationId
 from escalator.store import IdempotencyKey, IdempotencyResult, KeyedCreation
+from escalator.store.connections import StoreConnections
 from escalator.store.creates import PendingCreate
 from escalator.store.group_commit import GroupCommit
 from escalator.store.schema import escalations, idempotency_keys
@@ -37,7 +34,7 @@ def _lock_timed_out(exc: sa_exc.DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE
 
 
-class IdempotencyKeys:
+class IdempotencyKeys(StoreConnections):
     """Mixed into ``SqlStore``: escalations created under an ``Idempotency-Key``.
 
     Insert first: the key row is the first write of the transaction that creates the escalation
@@ -48,18 +45,7 @@ class IdempotencyKeys:
     CONFLICT). It then reads the row: same fingerprint, a replay; another, a mismatch.
     """
 
-    engine: AsyncEngine
-    _thread_engine: Engine | None
     _creates: GroupCommit[PendingCreate, KeyedCreation]
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    async def _load(self, connection: AsyncConnection, where: Any) -> Escalation | None:
-        raise NotImplementedError
 
     async def create_escalation(
         self, escalation: Escalation, *, key: IdempotencyKey | None = None

@@ -11,23 +11,22 @@ compiles each a single time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, CursorResult, Engine
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection, CursorResult
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from escalator.domain.escalation import Escalation
 from escalator.domain.events import TaskRouterEvent
 from escalator.errors import StoreUnavailable
 from escalator.store import RESET_WORKER, Ingested, IngestResult, Reaction
-from escalator.store.feed import ChangeFeed
+from escalator.store.connections import StoreConnections
 from escalator.store.group_commit import GroupCommit
 from escalator.store.reporting import status_callback_rows
 from escalator.store.rows import escalation_from_rows, history_values, state_values
@@ -36,7 +35,6 @@ from escalator.store.schema import escalations, events, history, outbox
 __all__ = ["MAX_EVENT_BATCH", "EventIngestion", "PendingEvent"]
 
 _INGEST_ATTEMPTS = 5
-Result = TypeVar("Result")
 # Events per transaction: enough to amortise a commit, few enough to keep each IN list short.
 MAX_EVENT_BATCH = 100
 
@@ -227,19 +225,10 @@ async def _run_on_loop(plan: _Plan, connection: AsyncConnection) -> list[Ingeste
         answer = step.answer(await connection.execute(step.statement, step.parameters))
 
 
-class EventIngestion:
+class EventIngestion(StoreConnections):
     """Mixed into ``SqlStore``: storing and applying TaskRouter events."""
 
-    engine: AsyncEngine
-    changes: ChangeFeed
     _event_batches: GroupCommit[PendingEvent, Ingested]
-    _thread_engine: Engine | None
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    async def _write_in_thread(self, work: Callable[[Connection], Result]) -> Result:
-        raise NotImplementedError
 
     async def ingest_event(
         self, event: TaskRouterEvent, *, received_at: datetime, react: Reaction

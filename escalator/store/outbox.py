@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -13,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from escalator.domain.escalation import Escalation
 from escalator.domain.ids import EscalationId, OutboxId, TaskSid
 from escalator.store import CANCEL_TASK, OUTBOX_KINDS, OutboxItem
-from escalator.store.feed import ChangeFeed
+from escalator.store.connections import StoreConnections
 from escalator.store.reporting import owe_status_callbacks, save_change
 from escalator.store.schema import escalations, outbox
 
@@ -23,19 +21,8 @@ __all__ = ["OutboxQueries"]
 _RECORD_ATTEMPTS = 5
 
 
-class OutboxQueries:
+class OutboxQueries(StoreConnections):
     """Mixed into ``SqlStore``: the outbox, leased by the dispatchers of every replica."""
-
-    changes: ChangeFeed
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    async def _load(self, connection: AsyncConnection, where: Any) -> Escalation | None:
-        raise NotImplementedError
 
     async def lease_outbox(
         self,

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from escalator.domain.changes import callback_body, status_changes
 from escalator.domain.escalation import Escalation, Status
 from escalator.domain.ids import EscalationId
 from escalator.errors import StoreUnavailable
 from escalator.store import CANCEL_TASK, CREATE_TASK, STATUS_CALLBACK, Cancel, OutboxItem
-from escalator.store.feed import ChangeFeed
+from escalator.store.connections import StoreConnections
 from escalator.store.rows import escalation_from_rows, escalation_values, history_values
 from escalator.store.schema import escalations, history, outbox
 
@@ -72,17 +71,8 @@ async def save_change(connection: AsyncConnection, before: Escalation, after: Es
     return True
 
 
-class ReportingQueries:
+class ReportingQueries(StoreConnections):
     """Mixed into ``SqlStore``: the queries behind list, cancel and status callbacks."""
-
-    engine: AsyncEngine
-    changes: ChangeFeed
-
-    def _read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    def _write(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
 
     async def _load_one(self, connection: AsyncConnection, escalation_id: str) -> Escalation | None:
         found = await self._load_many(connection, escalations.c.id == escalation_id, limit=1)
