@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import platform
@@ -249,7 +248,7 @@ async def _tasks_for(
 # ---------------------------------------------------------------- the callbacks
 
 
-def _callbacks(tasks: list[Task], workspace: Workspace, first_timestamp: int) -> list[Callback]:
+def _callbacks(tasks: list[Task], workspace: Workspace, timestamp: int) -> list[Callback]:
     """Each task's lifecycle, phase by phase across tasks (a task's events arrive in order and
     far apart, as TaskRouter's do), stamped now (epoch seconds, as TaskRouter does: events of
     different tasks or reservations differ without a distinct Timestamp), signed. A stamp in
@@ -257,7 +256,6 @@ def _callbacks(tasks: list[Task], workspace: Workspace, first_timestamp: int) ->
     them all from the simulator during the measurement."""
     validator = RequestValidator(AUTH_TOKEN)
     url = PUBLIC_URL + EVENTS_PATH
-    stamps = itertools.repeat(first_timestamp)
     reservations = {t.sid: ("WR" + uuid.uuid4().hex, "WR" + uuid.uuid4().hex) for t in tasks}
     workers = workspace.workers
     callbacks = []
@@ -271,7 +269,7 @@ def _callbacks(tasks: list[Task], workspace: Workspace, first_timestamp: int) ->
                 workspace=workspace,
                 worker=workers[(n + offer) % len(workers)],
                 reservation_sid=reservations[task.sid][offer],
-                timestamp=str(next(stamps)),
+                timestamp=str(timestamp),
             )
             callbacks.append(
                 Callback(urlencode(params).encode(), validator.compute_signature(url, params))

@@ -65,7 +65,6 @@ class Dispatcher:
         self._owner = owner
         self._batch = batch
         self._lease = timedelta(seconds=lease_seconds)
-        self._lease_seconds = lease_seconds
         self._interval = interval
         self._max_backoff = max_backoff
         self._attempts = attempts_per_lease
@@ -157,7 +156,7 @@ class Dispatcher:
         """Lease one batch of due rows, look up its ambiguous creates together, and handle
         the rows concurrently; how many were leased."""
         # When our leases end, on the event loop's clock (a second early, for clock drift).
-        deadline = asyncio.get_running_loop().time() + self._lease_seconds - 1.0
+        deadline = asyncio.get_running_loop().time() + self._lease.total_seconds() - 1.0
         items = await self._store.lease_outbox(
             owner=self._owner,
             now=self._clock(),

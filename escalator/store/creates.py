@@ -22,7 +22,7 @@ from escalator.store import CREATE_TASK, IdempotencyKey, IdempotencyResult, Keye
 from escalator.store.rows import escalation_from_rows, escalation_values, history_values
 from escalator.store.schema import escalations, history, idempotency_keys, outbox
 
-__all__ = ["MAX_CREATE_BATCH", "PendingCreate", "create_batch"]
+__all__ = ["MAX_CREATE_BATCH", "PendingCreate", "create_batch", "expired_keys"]
 
 # Requests per transaction: enough to amortise the commit, few enough for short IN lists.
 MAX_CREATE_BATCH = 100
@@ -157,7 +157,8 @@ def create_batch(connection: Connection, batch: Sequence[PendingCreate]) -> list
         )
     if state.key_rows:
         connection.execute(sa.insert(idempotency_keys), state.key_rows)
-        _purge_expired(connection, min(p.key.received_at for p in batch if p.key is not None))
+        now = min(p.key.received_at for p in batch if p.key is not None)
+        connection.execute(expired_keys(now, limit=_PURGE_BATCH))
     others = _load(
         connection, sorted({i for _, i, new in decisions if i and not new} - state.created.keys())
     )
@@ -170,15 +171,16 @@ def create_batch(connection: Connection, batch: Sequence[PendingCreate]) -> list
     ]
 
 
-def _purge_expired(connection: Connection, now: Any) -> None:
+def expired_keys(now: Any, *, limit: int) -> sa.Delete:
+    """Delete up to ``limit`` keys expired by ``now``, oldest first, skipping rows another
+    transaction holds (PostgreSQL; SQLite has one writer and no row locks)."""
     expired = (
         sa.select(idempotency_keys.c.scope, idempotency_keys.c.key)
         .where(idempotency_keys.c.expires_at <= now)
         .order_by(idempotency_keys.c.expires_at)
-        .limit(_PURGE_BATCH)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    connection.execute(
-        sa.delete(idempotency_keys).where(
-            sa.tuple_(idempotency_keys.c.scope, idempotency_keys.c.key).in_(expired)
-        )
+    return sa.delete(idempotency_keys).where(
+        sa.tuple_(idempotency_keys.c.scope, idempotency_keys.c.key).in_(expired)
     )

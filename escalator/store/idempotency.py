@@ -11,7 +11,7 @@ from escalator.domain.escalation import Escalation
 from escalator.domain.ids import EscalationId
 from escalator.store import IdempotencyKey, IdempotencyResult, KeyedCreation
 from escalator.store.connections import StoreConnections
-from escalator.store.creates import PendingCreate
+from escalator.store.creates import PendingCreate, expired_keys
 from escalator.store.group_commit import GroupCommit
 from escalator.store.schema import escalations, idempotency_keys
 
@@ -132,15 +132,4 @@ class IdempotencyKeys(StoreConnections):
             raise _KeyTaken()
         # After the claim, and skipping rows others hold: the claim is this transaction's only
         # wait on a key, so two claims never wait on each other's purges (no deadlock).
-        expired = (
-            sa.select(idempotency_keys.c.scope, idempotency_keys.c.key)
-            .where(idempotency_keys.c.expires_at <= key.received_at)
-            .order_by(idempotency_keys.c.expires_at)
-            .limit(_PURGE_BATCH)
-            .with_for_update(skip_locked=True)
-        )
-        await connection.execute(
-            sa.delete(idempotency_keys).where(
-                sa.tuple_(idempotency_keys.c.scope, idempotency_keys.c.key).in_(expired)
-            )
-        )
+        await connection.execute(expired_keys(key.received_at, limit=_PURGE_BATCH))
