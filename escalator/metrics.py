@@ -82,6 +82,12 @@ class Metrics:
             ["where"],
             registry=self.registry,
         )
+        self.timeouts_swept = Counter(
+            "escalator_reconciler_timeouts_swept",
+            "Reservation timeouts the reconciler's sweep of recent events found and escalator "
+            "had not heard of (their callbacks were lost).",
+            registry=self.registry,
+        )
         self.reconciled = Counter(
             "escalator_reconciled_escalations",
             "Stale escalations re-read from TaskRouter, by whether that changed them.",
@@ -215,3 +221,9 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+
+    def finished(self, *, outcome: str, reason: str) -> None:
+        """Count an escalation that reached a terminal status (``reason`` is its reason code,
+        or "unknown" for one the routing file does not list, which bounds the label's values)."""
+        self.escalations_finished.labels(outcome=outcome).inc()
+        self.outcomes_by_reason.labels(reason=reason, outcome=outcome).inc()

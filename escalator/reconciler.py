@@ -9,6 +9,13 @@ callbacks had arrived: the same transaction, the same outbox side effects.
 A ``reservation.timeout`` learnt this way puts the worker back (the cascade fix) only when it
 is younger than ``reset_window``: an older one most likely left the worker in the timeout
 activity long enough for them, or a supervisor, to have decided where they should be.
+
+Re-reading stale open escalations cannot find a timeout whose callback was lost when the task
+then went to another worker and ended (the escalation is no longer open), nor one whose
+``reservation.created`` was lost too. So, with the cascade fix on, each turn also sweeps the
+workspace's recent ``reservation.timeout`` events (one Events API read, every page, however
+many escalations there are) and applies them like callbacks: what is already known changes
+nothing, and a worker is put back once.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ _EVENTS_KEPT = timedelta(days=30)
 # Margin for the difference between our clock and TaskRouter's when asking for events.
 _CLOCK_SKEW = timedelta(minutes=10)
 _NOT_FOUND_AGAIN = timedelta(hours=1)
+# How far each timeout sweep reaches back before the previous one: TaskRouter may record an
+# event a little after it happened.
+_SWEEP_OVERLAP = timedelta(seconds=30)
 
 
 def _known(escalation: Escalation, fact: TaskRouterEvent) -> bool:
@@ -87,6 +97,7 @@ class Reconciler:
         self._stopping = asyncio.Event()
         self._failures = 0
         self._paused_until: datetime | None = None
+        self._swept_at: datetime | None = None
 
     def stop(self) -> None:
         """Ask ``run`` to return after the current turn."""
@@ -139,12 +150,43 @@ class Reconciler:
         now = self._clock()
         if self._pause() > 0:
             return 0
+        await self._sweep_timeouts(now)
+        if self._pause() > 0:
+            return 0
         claimed = await self._store.claim_stale(
             now=now, quiet_since=now - self._stale, hold_until=now + self._stale, limit=self._batch
         )
         gate = asyncio.Semaphore(self._concurrency)
         await asyncio.gather(*(self._guarded(escalation_id, gate) for escalation_id in claimed))
         return len(claimed)
+
+    async def _sweep_timeouts(self, now: datetime) -> None:
+        """Apply the workspace's reservation timeouts since the last sweep (at most one sweep
+        per ``interval``), so that a worker whose timeout callback was lost is put back."""
+        if not self._cascade.reset:
+            return
+        if self._swept_at is not None and now - self._swept_at < timedelta(seconds=self._interval):
+            return
+        since = now - self._reset_window
+        if self._swept_at is not None:
+            since = max(since, self._swept_at - _SWEEP_OVERLAP)
+        try:
+            facts = await self._taskrouter.events_of_type("reservation.timeout", since=since)
+        except TransientTwilioError as exc:
+            self._note_transient(exc)
+            _log.warning("reconciler.sweep_retry", status=exc.status, code=exc.code)
+            return
+        except PermanentTwilioError as exc:
+            self._metrics.reconcile_errors.labels(kind="refused").inc()
+            _log.error("reconciler.sweep_refused", status=exc.status, code=exc.code)
+            return
+        found = 0
+        for fact in facts:
+            found += await self._apply(fact)
+        self._swept_at = now
+        if found:
+            self._metrics.timeouts_swept.inc(found)
+            _log.info("reconciler.timeouts_swept", found=found, read=len(facts))
 
     async def _guarded(self, escalation_id: EscalationId, gate: asyncio.Semaphore) -> None:
         async with gate:
@@ -180,6 +222,18 @@ class Reconciler:
     async def _back_off(self, escalation_id: EscalationId, exc: TransientTwilioError) -> None:
         """Retry later: honour Retry-After, else exponential backoff with jitter; on a 429
         (Twilio code 20429, "safe to retry after backing off") the whole loop pauses."""
+        at, delay = self._note_transient(exc)
+        _log.warning(
+            "reconciler.retry",
+            escalation_id=escalation_id,
+            status=exc.status,
+            code=exc.code,
+            retry_in=round(delay, 3),
+        )
+        await self._store.reconcile_later(escalation_id, at=at)
+
+    def _note_transient(self, exc: TransientTwilioError) -> tuple[datetime, float]:
+        """Count a transient failure; when to try again, and in how many seconds."""
         self._failures += 1
         ceiling = min(self._max_backoff, 0.5 * 2 ** min(self._failures, 20))
         delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not a secret
@@ -190,14 +244,7 @@ class Reconciler:
         if throttled:
             self._paused_until = max(self._paused_until or at, at)
         self._metrics.reconcile_errors.labels(kind="throttled" if throttled else "transient").inc()
-        _log.warning(
-            "reconciler.retry",
-            escalation_id=escalation_id,
-            status=exc.status,
-            code=exc.code,
-            retry_in=round(delay, 3),
-        )
-        await self._store.reconcile_later(escalation_id, at=at)
+        return at, delay
 
     async def reconcile(self, escalation_id: EscalationId) -> Reconciled:
         """Re-read one escalation's task from TaskRouter and apply what it shows."""
@@ -261,7 +308,7 @@ class Reconciler:
         if ingested.result is not IngestResult.APPLIED or before is None or after is None:
             return False
         if after.status.is_terminal and not before.status.is_terminal and after.outcome:
-            self._metrics.escalations_finished.labels(outcome=after.outcome.value).inc()
+            self._metrics.finished(outcome=after.outcome.value, reason=after.metric_reason)
         if ingested.effects and self._on_effects is not None:
             self._on_effects()
         return after is not before

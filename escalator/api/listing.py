@@ -14,7 +14,7 @@ from escalator.api.keys import CLOCK, DISPATCHER, METRICS, SETTINGS, STORE
 from escalator.api.problems import Problem
 from escalator.api.resources import escalation_resource
 from escalator.api.transitions import record_transition
-from escalator.domain.changes import client_canceled
+from escalator.domain.changes import cancel_for_client
 from escalator.domain.escalation import Escalation, Status
 from escalator.domain.ids import EscalationId
 from escalator.errors import EscalationNotFound
@@ -102,22 +102,21 @@ async def list_escalations(request: web.Request) -> web.Response:
 
 @routes.post("/escalations/{escalation_id}/cancel")
 async def cancel_escalation(request: web.Request) -> web.Response:
-    """Cancel for the client: ``canceled`` at once; TaskRouter's task is canceled after."""
+    """Cancel for the client: ``canceled`` at once when no task exists or can; otherwise the
+    cancel waits (``cancel_requested``) for TaskRouter to cancel the task, which it refuses
+    once a worker has accepted it."""
     require_api_key(request, request.app[SETTINGS].api_keys)
     escalation_id = EscalationId(request.match_info["escalation_id"])
     now = request.app[CLOCK]()
 
-    def cancel(escalation: Escalation) -> Escalation:
-        # TaskRouter cancels a task only until it is assigned: a human already has this one.
-        if escalation.status is Status.ASSIGNED:
-            return escalation
-        return client_canceled(escalation, now=now)
+    def cancel(escalation: Escalation, task_may_exist: bool) -> Escalation:
+        return cancel_for_client(escalation, now=now, task_may_exist=task_may_exist)
 
     result = await request.app[STORE].cancel_escalation(escalation_id, now=now, cancel=cancel)
     if result is None:
         raise EscalationNotFound(f"no escalation has the id {escalation_id!r}")
     before, after = result
-    if after is before:
+    if after is before and not before.cancel_requested:
         if before.status is Status.ASSIGNED:
             raise Problem(
                 409,
@@ -128,9 +127,14 @@ async def cancel_escalation(request: web.Request) -> web.Response:
         raise Problem(
             409, f"the escalation already ended ({before.status.value}, outcome {outcome})"
         )
-    record_transition(request.app[METRICS], before, after, now)
-    _log.info("escalation.canceled", escalation_id=after.id, had_task=bool(before.task_sid))
-    dispatcher = request.app.get(DISPATCHER)
-    if dispatcher is not None:
-        dispatcher.wake()
+    if after is not before:
+        record_transition(request.app[METRICS], before, after, now)
+        _log.info(
+            "escalation.cancel_requested" if after.cancel_requested else "escalation.canceled",
+            escalation_id=after.id,
+            had_task=bool(before.task_sid),
+        )
+        dispatcher = request.app.get(DISPATCHER)
+        if dispatcher is not None:
+            dispatcher.wake()
     return web.json_response(escalation_resource(after))

@@ -41,6 +41,7 @@ def escalation_resource(escalation: Escalation) -> dict[str, Any]:
         "channel": escalation.channel.value,
         "status": escalation.status.value,
         "outcome": escalation.outcome.value if escalation.outcome else None,
+        "cancel_requested": escalation.cancel_requested,
         "task_sid": escalation.task_sid,
         "worker": {"sid": escalation.worker_sid, "name": escalation.worker_name}
         if escalation.worker_sid

@@ -14,10 +14,8 @@ def record_transition(
     metrics: Metrics, before: Escalation, after: Escalation, now: datetime
 ) -> None:
     """Count what changed from ``before`` to ``after``: outcomes, reservations, assignment."""
-    reason = after.reason_code if after.known_reason else "unknown"
     if after.status.is_terminal and not before.status.is_terminal and after.outcome is not None:
-        metrics.escalations_finished.labels(outcome=after.outcome.value).inc()
-        metrics.outcomes_by_reason.labels(reason=reason, outcome=after.outcome.value).inc()
+        metrics.finished(outcome=after.outcome.value, reason=after.metric_reason)
     for entry in after.history[len(before.history) :]:
         if isinstance(entry.outcome, ReservationOutcome):
             metrics.reservations.labels(outcome=entry.outcome.value).inc()

@@ -109,12 +109,20 @@ class TaskCreates:
             await self._store.drop_outbox(item, owner=self._owner)
             return
         if escalation.task_sid is not None:
+            # Adopted through its task.created event; a waiting cancel is told the task.
+            waiting = escalation.task_sid if escalation.cancel_requested else None
             await self._store.complete_outbox(
-                item, owner=self._owner, previous=escalation, current=escalation
+                item,
+                owner=self._owner,
+                previous=escalation,
+                current=escalation,
+                cancel_task=waiting,
             )
             return
-        if escalation.status.is_terminal and not item.ambiguous:
-            # Ended before any create could have reached TaskRouter: nothing to look for.
+        forgone = escalation.status.is_terminal or escalation.cancel_requested
+        if forgone and not item.ambiguous:
+            # Ended, or its client canceled, before any create could have reached TaskRouter:
+            # nothing to look for (a waiting cancel looks for itself, then settles).
             await self._store.complete_outbox(
                 item, owner=self._owner, previous=escalation, current=escalation
             )
@@ -122,8 +130,9 @@ class TaskCreates:
         attempts: list[Attempt] = []
         task_sid: TaskSid | None
         try:
-            if escalation.status.is_terminal:
-                # Ended while a create may have reached TaskRouter: find and cancel its task.
+            if forgone:
+                # A create may have reached TaskRouter before the end or the cancel: find the
+                # task (then it is canceled), never create one.
                 task_sid = await self._look_up(item, escalation.id, lookup, deadline, attempts)
                 adopted = True
             else:
@@ -272,10 +281,19 @@ class TaskCreates:
                     cancel = task_sid
                 else:
                     current = task_attached(current, task_sid, now=now, adopted=adopted)
+            if escalation.cancel_requested and escalation.task_sid in (None, task_sid):
+                # Its client's cancel waits for this task (which its task.created event may
+                # have adopted first): the cancel is told it, and carried out at once.
+                cancel = task_sid
             if await self._store.complete_outbox(
                 item, owner=self._owner, previous=escalation, current=current, cancel_task=cancel
             ):
-                self._count_attached(escalation, task_sid, adopted=adopted, canceled=bool(cancel))
+                self._count_attached(
+                    escalation,
+                    task_sid,
+                    adopted=adopted,
+                    canceled=bool(cancel) and escalation.status.is_terminal,
+                )
                 return
             reloaded = await self._store.get_escalation(escalation.id)
             if reloaded is None:
@@ -344,7 +362,6 @@ class TaskCreates:
             "task.create_refused", escalation_id=escalation.id, status=exc.status, code=exc.code
         )
         if failed.status is Status.FAILED and not escalation.status.is_terminal:
-            reason = escalation.reason_code if escalation.known_reason else "unknown"
-            outcome = Outcome.TWILIO_REJECTED.value
-            self._metrics.escalations_finished.labels(outcome=outcome).inc()
-            self._metrics.outcomes_by_reason.labels(reason=reason, outcome=outcome).inc()
+            self._metrics.finished(
+                outcome=Outcome.TWILIO_REJECTED.value, reason=escalation.metric_reason
+            )

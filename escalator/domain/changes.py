@@ -6,13 +6,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from escalator.domain.escalation import Escalation, HistoryEntry, Outcome, Status
+from escalator.domain.escalation import (
+    CANCEL_NOT_APPLIED,
+    CANCEL_REQUESTED,
+    Escalation,
+    HistoryEntry,
+    Outcome,
+    Status,
+)
 from escalator.domain.events import CANCEL_REASON
-from escalator.domain.ids import EscalationId, WorkerSid
+from escalator.domain.ids import EscalationId, TaskSid, WorkerSid
 
 __all__ = [
     "StatusChange",
     "callback_body",
+    "cancel_for_client",
     "cancel_not_applied",
     "change_body",
     "client_canceled",
@@ -93,23 +101,47 @@ def callback_body(escalation: Escalation, change: StatusChange) -> dict[str, Any
     }
 
 
-def client_canceled(escalation: Escalation, *, now: datetime) -> Escalation:
-    """The escalation canceled by its client (unchanged when it already ended)."""
+def client_canceled(
+    escalation: Escalation, *, now: datetime, task_sid: TaskSid | None = None
+) -> Escalation:
+    """The escalation canceled for its client: its task is canceled, or none exists and none
+    will (unchanged when it already ended). ``task_sid`` is the task TaskRouter canceled, when
+    the escalation had not adopted it yet."""
     if escalation.status.is_terminal:
         return escalation
+    detail: dict[str, Any] = {"reason": CANCEL_REASON}
+    adopted = task_sid if escalation.task_sid is None else None
+    if adopted is not None:
+        detail["task_sid"] = adopted
     entry = HistoryEntry(
         at=now,
         status=Status.CANCELED,
         event="escalation.canceled",
         outcome=Outcome.CANCELED_BY_CLIENT,
-        detail={"reason": CANCEL_REASON},
+        detail=detail,
     )
-    return escalation._advance(entry, outcome=Outcome.CANCELED_BY_CLIENT)
+    return escalation._advance(
+        entry, outcome=Outcome.CANCELED_BY_CLIENT, task_sid=escalation.task_sid or adopted
+    )
+
+
+def cancel_for_client(escalation: Escalation, *, now: datetime, task_may_exist: bool) -> Escalation:
+    """What a client's cancel does: ``canceled`` at once when no task exists or can exist;
+    otherwise a request that TaskRouter's answer settles (it cancels a task only until a worker
+    accepts it). Unchanged when the escalation ended, is assigned, or already waits."""
+    ended = escalation.status.is_terminal or escalation.status is Status.ASSIGNED
+    if ended or escalation.cancel_requested:
+        return escalation
+    if not task_may_exist:
+        return client_canceled(escalation, now=now)
+    entry = HistoryEntry(at=now, status=escalation.status, event=CANCEL_REQUESTED)
+    return escalation._advance(entry)
 
 
 def cancel_not_applied(escalation: Escalation, *, now: datetime, why: str) -> Escalation:
-    """Record that TaskRouter did not cancel the task (already assigned, or gone)."""
+    """Record that TaskRouter did not cancel the task (already assigned, or gone): the
+    escalation goes on following its task."""
     entry = HistoryEntry(
-        at=now, status=escalation.status, event="task.cancel_not_applied", detail={"why": why}
+        at=now, status=escalation.status, event=CANCEL_NOT_APPLIED, detail={"why": why}
     )
     return escalation._advance(entry)

@@ -14,6 +14,8 @@ from escalator.routing import Route
 
 __all__ = [
     "ATTEMPT_EVENTS",
+    "CANCEL_NOT_APPLIED",
+    "CANCEL_REQUESTED",
     "OPEN_STATUSES",
     "RECORDED_RUN",
     "Attempt",
@@ -96,6 +98,11 @@ class AttemptKind(StrEnum):
     CREATE = "task.create_attempt"
 
 
+# A client's cancel waiting for TaskRouter to cancel the task, and TaskRouter's refusal (a
+# worker accepted first, or the task had ended), which ends the wait.
+CANCEL_REQUESTED = "escalation.cancel_requested"
+CANCEL_NOT_APPLIED = "task.cancel_not_applied"
+
 # The history events of attempts that settled nothing (the escalation is still waiting for its
 # task); the attempts that settle something are told by `task.created`, `task.adopted`,
 # `task.rejected` and `task.after_end`.
@@ -174,6 +181,25 @@ class Escalation:
     error: TwilioFailure | None = None
     version: int = 1
     history: tuple[HistoryEntry, ...] = field(default=())
+
+    @property
+    def metric_reason(self) -> str:
+        """The reason code as metrics label it: "unknown" for codes the routing file does not
+        list, so that callers cannot grow a label without bound."""
+        return self.reason_code if self.known_reason else "unknown"
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether the client asked to cancel and TaskRouter has not answered yet: the
+        escalation ends (``canceled``) only once its task is canceled, or proven not to exist."""
+        if self.status.is_terminal:
+            return False
+        for entry in reversed(self.history):
+            if entry.event == CANCEL_REQUESTED:
+                return True
+            if entry.event == CANCEL_NOT_APPLIED:
+                return False
+        return False
 
     def _advance(self, entry: HistoryEntry, **changes: Any) -> Escalation:
         return replace(

@@ -38,8 +38,9 @@ STATUS_CALLBACK = "status_callback"
 # Every kind of outbox row this version of escalator can carry out.
 OUTBOX_KINDS = frozenset({CREATE_TASK, RESET_WORKER, CANCEL_TASK, STATUS_CALLBACK})
 
-# Cancels an escalation for its client (returns it unchanged when it cannot be canceled).
-Cancel = Callable[[Escalation], Escalation]
+# Cancels an escalation for its client (returns it unchanged when it cannot be canceled); the
+# flag says whether a task may exist, so that only TaskRouter's answer can settle the cancel.
+Cancel = Callable[[Escalation, bool], Escalation]
 
 # What an event does to the escalation it concerns: its new state and the side effects owed,
 # or None when the event changes nothing (it is then not stored).
@@ -216,8 +217,9 @@ class Store(Protocol):
     async def cancel_escalation(
         self, escalation_id: EscalationId, *, now: datetime, cancel: Cancel
     ) -> tuple[Escalation, Escalation] | None:
-        """In one transaction: apply ``cancel`` and owe TaskRouter the task's cancel; the
-        escalation before and after (the same object when ``cancel`` changed nothing)."""
+        """In one transaction: apply ``cancel`` and, when a task may exist, owe TaskRouter its
+        cancel; the escalation before and after (the same object when ``cancel`` changed
+        nothing)."""
         ...
 
     async def record_outbox_result(

@@ -113,7 +113,8 @@ class OutboxQueries(StoreConnections):
     async def _owe_late_cancel(
         self, connection: AsyncConnection, escalation: Escalation, task_sid: TaskSid
     ) -> None:
-        """Owe the cancel of a task that appeared after its escalation ended."""
+        """Owe the cancel of a task that appeared after its escalation ended, or while its
+        client's cancel waited."""
         now = escalation.updated_at
         # A client cancel that came while the task was being created left a cancel row that
         # will look the task up once the create's lease is over: tell it the task instead,

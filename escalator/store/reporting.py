@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,15 @@ from escalator.store.schema import escalations, history, outbox
 __all__ = ["ReportingQueries", "owe_status_callbacks", "save_change", "status_callback_rows"]
 
 _ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class _CancelOwed:
+    """A cancel row to owe: its payload, when it is due, and whether the create row goes."""
+
+    payload: dict[str, Any]
+    due_at: datetime
+    drop_create: bool
 
 
 class _Conflict(Exception):
@@ -157,59 +167,57 @@ class ReportingQueries(StoreConnections):
             before = await self._load_one(connection, escalation_id)
             if before is None:
                 return None
-            after = cancel(before)
+            owed = await self._task_cancel_owed(connection, before, now)
+            after = cancel(before, owed is not None)
             if after is before:
                 return before, before
             if not await save_change(connection, before, after):
                 raise _Conflict()
             await owe_status_callbacks(connection, before, after, now)
-            await self._owe_task_cancel(connection, before, now)
-        self.changes.publish(after.id)
-        return before, after
-
-    async def _owe_task_cancel(
-        self, connection: AsyncConnection, before: Escalation, now: datetime
-    ) -> None:
-        payload: dict[str, Any]
-        due_at = now
-        if before.task_sid is not None:
-            payload = {"task_sid": before.task_sid}
-        else:
-            creating = (
-                await connection.execute(
-                    sa.select(outbox.c.id, outbox.c.lease_expires_at, outbox.c.ambiguous).where(
-                        outbox.c.escalation_id == before.id, outbox.c.kind == CREATE_TASK
-                    )
-                )
-            ).first()
-            if creating is None:
-                return
-            if creating.lease_expires_at is not None and creating.lease_expires_at >= now:
-                # A dispatcher may be creating the task right now: once its lease is over,
-                # look for the task by its escalation id and cancel it if it exists.
-                payload = {"find": True}
-                due_at = creating.lease_expires_at
-            else:
+            if before.task_sid is None and (owed is None or owed.drop_create):
                 # Nobody is creating the task now, and nobody will.
                 await connection.execute(
                     sa.delete(outbox).where(
                         outbox.c.escalation_id == before.id, outbox.c.kind == CREATE_TASK
                     )
                 )
-                # An earlier attempt whose answer was lost (or whose holder died, leaving an
-                # expired lease) may have created the task all the same: look for it now.
-                if not (creating.ambiguous or creating.lease_expires_at is not None):
-                    return
-                payload = {"find": True}
-        await connection.execute(
-            sa.insert(outbox).values(
-                escalation_id=before.id,
-                kind=CANCEL_TASK,
-                due_at=due_at,
-                created_at=now,
-                payload=payload,
+            if owed is not None:
+                await connection.execute(
+                    sa.insert(outbox).values(
+                        escalation_id=before.id,
+                        kind=CANCEL_TASK,
+                        due_at=owed.due_at,
+                        created_at=now,
+                        payload=owed.payload,
+                    )
+                )
+        self.changes.publish(after.id)
+        return before, after
+
+    async def _task_cancel_owed(
+        self, connection: AsyncConnection, before: Escalation, now: datetime
+    ) -> _CancelOwed | None:
+        """The cancel TaskRouter must be asked for, or None when no task exists or can."""
+        if before.task_sid is not None:
+            return _CancelOwed({"task_sid": before.task_sid}, now, drop_create=False)
+        creating = (
+            await connection.execute(
+                sa.select(outbox.c.lease_expires_at, outbox.c.ambiguous).where(
+                    outbox.c.escalation_id == before.id, outbox.c.kind == CREATE_TASK
+                )
             )
-        )
+        ).first()
+        if creating is None:
+            return None
+        if creating.lease_expires_at is not None and creating.lease_expires_at >= now:
+            # A dispatcher may be creating the task right now: the create finishing tells the
+            # cancel its task; else, once the lease is over, the task is looked for.
+            return _CancelOwed({"find": True}, creating.lease_expires_at, drop_create=False)
+        if creating.ambiguous or creating.lease_expires_at is not None:
+            # An earlier attempt whose answer was lost (or whose holder died, leaving an
+            # expired lease) may have created the task all the same: look for it now.
+            return _CancelOwed({"find": True}, now, drop_create=True)
+        return None
 
     async def record_outbox_result(
         self, item: OutboxItem, *, owner: str, change: Callable[[Escalation], Escalation]
@@ -235,8 +243,10 @@ class ReportingQueries(StoreConnections):
             if before is None:
                 return True
             after = change(before)
-            if after is not before and not await save_change(connection, before, after):
-                raise _Conflict()
+            if after is not before:
+                if not await save_change(connection, before, after):
+                    raise _Conflict()
+                await owe_status_callbacks(connection, before, after, after.updated_at)
         if after is not before:
             self.changes.publish(after.id)
         return True

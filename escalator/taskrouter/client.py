@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+from twilio.base import values
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
@@ -330,10 +331,19 @@ class TaskRouterClient:
 
     async def task_events(self, task_sid: TaskSid, *, since: datetime) -> list[TaskRouterEvent]:
         """The Events API's record of a task since ``since``, oldest first, every page read."""
+        return await self._events(since=since, task_sid=task_sid, event_type=values.unset)
+
+    async def events_of_type(self, event_type: str, *, since: datetime) -> list[TaskRouterEvent]:
+        """The workspace's events of one type since ``since``, oldest first, every page read."""
+        return await self._events(since=since, task_sid=values.unset, event_type=event_type)
+
+    async def _events(
+        self, *, since: datetime, task_sid: object, event_type: object
+    ) -> list[TaskRouterEvent]:
         async with self._call("list events"):
             # StartDate, not Minutes: Minutes defaults to 15 and would miss older facts.
             listed = await self._workspace.events.list_async(
-                task_sid=task_sid, start_date=since, page_size=1000
+                start_date=since, task_sid=task_sid, event_type=event_type, page_size=1000
             )
         facts = [
             event_of_record(

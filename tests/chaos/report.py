@@ -71,7 +71,6 @@ def summary_lines(result: ChaosResult) -> list[str]:
         ("LOST", v.lost),
         ("DUPLICATED", v.duplicated),
         ("MISMATCHED", v.mismatched),
-        ("explained, not counted", v.explained),
         ("offline worker put back", result.supervisor.get("evidence", [])),
         ("5xx a replica answered TaskRouter", result.proxy_errors),
     ):
@@ -92,7 +91,6 @@ def _as_json(result: ChaosResult) -> dict[str, Any]:
         "duplicated": result.verdict.duplicated,
         "mismatched": result.verdict.mismatched,
         "notes": dict(result.verdict.notes),
-        "explained": result.verdict.explained,
         "escalation_statuses": dict(result.verdict.escalation_statuses),
         "task_statuses": dict(result.verdict.task_statuses),
     }

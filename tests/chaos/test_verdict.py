@@ -96,7 +96,7 @@ def test_a_status_or_outcome_that_disagrees_with_the_task_is_a_mismatch() -> Non
     assert len(result.mismatched) == 4
 
 
-def test_a_task_left_routing_after_its_escalation_ended_is_a_mismatch_unless_refused() -> None:
+def test_a_task_left_routing_after_its_escalation_ended_is_a_mismatch_even_if_refused() -> None:
     refused = ("task.after_end", "task.cancel_not_applied")
     result = _check(
         [
@@ -105,5 +105,21 @@ def test_a_task_left_routing_after_its_escalation_ended_is_a_mismatch_unless_ref
         ],
         [_task("WT1", "e1", "pending"), _task("WT2", "e2", "completed")],
     )
-    assert len(result.mismatched) == 1
-    assert len(result.explained) == 1
+    assert len(result.mismatched) == 2
+
+
+def test_a_refused_client_cancel_is_checked_against_its_task_like_any_other() -> None:
+    refused = ("escalation.cancel_requested", "task.cancel_not_applied")
+    result = _check(
+        [
+            _escalation("e1", "completed", outcome="completed", task_sid="WT1", events=refused),
+            _escalation(
+                "e2", "canceled", outcome="canceled_by_client", task_sid="WT2", events=refused
+            ),
+        ],
+        [_task("WT1", "e1", "completed"), _task("WT2", "e2", "assigned")],
+    )
+    assert [line.split(":")[0] for line in result.mismatched] == [
+        "status canceled but task assigned"
+    ]
+    assert result.notes["client cancel refused by TaskRouter (a worker accepted first)"] == 2

@@ -19,11 +19,10 @@ pending → queued · reserved → reserved · assigned, wrapping → assigned �
 (outcome completed) · canceled → canceled, outcome by the cancel reason ("Task TTL Exceeded" →
 ttl_expired, "Workflow Timeout" → workflow_timeout, escalator's own reason → canceled_by_client;
 any reason when the client canceled first) · deleted without either event → canceled
-(task_deleted). One documented exception, listed under "explained" and not counted as a
-mismatch: a client cancel that TaskRouter refused because a worker had accepted the task
-meanwhile (escalator can cancel a task only until it is assigned). The escalation stays
-``canceled`` and records ``task.cancel_not_applied`` in its history, whether the task was its
-own or one a create in flight made after the cancel (``task.after_end``).
+(task_deleted). No exception: a client's cancel makes an escalation ``canceled`` only once
+TaskRouter canceled its task (or no task can exist), so a cancel that lost the race with a
+worker's acceptance (``task.cancel_not_applied``) leaves the escalation following its task,
+and it is checked like any other.
 """
 
 from __future__ import annotations
@@ -160,7 +159,6 @@ class Verdict:
     duplicated: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     notes: Counter[str] = field(default_factory=Counter)
-    explained: list[str] = field(default_factory=list)
     escalation_statuses: Counter[str] = field(default_factory=Counter)
     task_statuses: Counter[str] = field(default_factory=Counter)
 
@@ -221,11 +219,9 @@ def _check_adopted(
     expected_status = TASK_TO_STATUS.get(own.status)
     events = {h["event"] for h in escalation.get("history", [])}
     client_canceled = escalation.get("outcome") == "canceled_by_client"
+    if "task.cancel_not_applied" in events:
+        verdict.notes["client cancel refused by TaskRouter (a worker accepted first)"] += 1
     if escalation["status"] != expected_status:
-        if client_canceled and "task.cancel_not_applied" in events:
-            verdict.notes["cancel_not_applied (worker accepted first; documented)"] += 1
-            verdict.explained.append("cancel not applied: " + _describe(escalation, tasks))
-            return
         verdict.mismatched.append(
             f"status {escalation['status']} but task {own.status}: " + _describe(escalation, tasks)
         )
@@ -261,14 +257,6 @@ def _check_unadopted(escalation: dict[str, Any], tasks: list[SimTask], verdict: 
     for _extra in range(len(tasks) - 1):
         verdict.duplicated.append("second task after the end: " + _describe(escalation, tasks))
     if any(task.status not in ("canceled", "deleted") for task in tasks):
-        events = {h["event"] for h in escalation.get("history", [])}
-        if "task.cancel_not_applied" in events:
-            # Escalator tried to cancel it; TaskRouter refused: a worker had accepted it.
-            verdict.notes["cancel_not_applied (worker accepted first; documented)"] += 1
-            verdict.explained.append(
-                "task made after the cancel, not canceled in time: " + _describe(escalation, tasks)
-            )
-            return
         verdict.mismatched.append(
             "task of an ended escalation left routing: " + _describe(escalation, tasks)
         )

@@ -16,7 +16,7 @@ import pytest
 
 from escalator.dispatcher import Dispatcher
 from escalator.domain.attributes import encode_attributes
-from escalator.domain.escalation import AttemptOutcome, HistoryEntry, Status
+from escalator.domain.escalation import AttemptOutcome, HistoryEntry, Outcome, Status
 from escalator.domain.ids import EscalationId, TaskSid
 from escalator.logs import configure_logging
 from escalator.simulator import Fault
@@ -403,7 +403,7 @@ async def test_several_tasks_for_one_escalation_adopt_the_oldest_and_delete_none
     assert metric(service, "escalator_task_lookups_total", result="multiple") == 1
 
 
-async def test_a_task_created_while_its_escalation_was_canceled_is_canceled(
+async def test_a_task_created_while_a_cancel_waits_is_canceled_without_a_lookup(
     service: Service,
 ) -> None:
     escalation_id = await _escalate(service, "canceled-mid-create")
@@ -414,30 +414,40 @@ async def test_a_task_created_while_its_escalation_was_canceled_is_canceled(
         await asyncio.sleep(0.01)
     canceled = await service.client.post(f"/escalations/{escalation_id}/cancel", headers=AUTH)
     assert canceled.status == 200
+    assert ((await canceled.json())["status"], (await canceled.json())["cancel_requested"]) == (
+        "received",
+        True,
+    )
     assert await turn == 1
 
+    # The create's answer came after the cancel: the task is the escalation's own, and the
+    # waiting cancel is told it.
     [task] = await _tasks(service)
     escalation = await service.store.get_escalation(escalation_id)
     assert escalation is not None
-    assert (escalation.status, escalation.task_sid) == (Status.CANCELED, None)
-    after_end = escalation.history[-1]
-    assert (after_end.event, after_end.attempt, after_end.detail) == (
-        "task.after_end",
-        AttemptOutcome.CREATED,
-        {"task_sid": task.sid},
+    assert (escalation.status, escalation.task_sid, escalation.cancel_requested) == (
+        Status.QUEUED,
+        task.sid,
+        True,
     )
-    assert metric(service, "escalator_tasks_after_end_total", how="created") == 1
+    assert metric(service, "escalator_tasks_after_end_total", how="created") == 0
 
-    # The client cancel's row now knows the task: it is canceled at once, without a lookup.
+    # So it is canceled at once, without a lookup, and that settles the client's cancel.
     limits = _record_lookups(service)
     assert await service.dispatcher.run_once() == 1
     workspace = service.sim.client.taskrouter.v1.workspaces(service.sim.workspace.workspace_sid)
     assert (await workspace.tasks(task.sid).fetch_async()).assignment_status == "canceled"
     assert limits.seen == []
     assert await service.store.outbox_backlog() == 0
+    done = await service.get(escalation_id)
+    assert (done["status"], done["outcome"], done["task_sid"]) == (
+        "canceled",
+        "canceled_by_client",
+        task.sid,
+    )
 
 
-async def test_a_task_found_for_an_escalation_that_ended_is_canceled(service: Service) -> None:
+async def test_a_task_found_while_a_cancel_waits_is_canceled(service: Service) -> None:
     escalation_id = await _escalate(service, "found-after-end")
     [[task_sid]] = (await _created_behind_a_dead_lease(service)).values()
     canceled = await service.client.post(f"/escalations/{escalation_id}/cancel", headers=AUTH)
@@ -451,9 +461,15 @@ async def test_a_task_found_for_an_escalation_that_ended_is_canceled(service: Se
     assert (await workspace.tasks(task_sid).fetch_async()).assignment_status == "canceled"
     escalation = await service.store.get_escalation(escalation_id)
     assert escalation is not None
-    assert escalation.status is Status.CANCELED
-    assert "task.after_end" in [entry.event for entry in escalation.history]
-    assert metric(service, "escalator_tasks_after_end_total", how="adopted") == 1
+    # The task found is the escalation's own; canceling it settled the client's cancel.
+    assert (escalation.status, escalation.outcome, escalation.task_sid) == (
+        Status.CANCELED,
+        Outcome.CANCELED_BY_CLIENT,
+        task_sid,
+    )
+    events = [entry.event for entry in escalation.history]
+    assert "task.cancel_not_applied" not in events
+    assert len(await _tasks(service)) == 1
     assert await service.store.outbox_backlog() == 0
 
 

@@ -295,3 +295,43 @@ async def test_a_fresh_timeout_found_by_the_reconciler_puts_the_worker_back(
     assert [e["reservation_sid"] for e in timed_out][:1] == [offer.sid]
     assert await _activity(service, offer.worker_sid) == "Available"
     assert metric(service, "escalator_worker_resets_total", result="done") >= 1
+
+
+async def test_a_lost_timeout_of_a_task_that_then_ended_elsewhere_still_puts_the_worker_back(
+    service_factory: ServiceFactory, database_url: str
+) -> None:
+    """The first offer times out and both its callbacks are lost; another worker takes the task
+    and completes it, and those callbacks arrive: the escalation ends without ever hearing of
+    the first worker, whom only the reconciler's sweep of recent timeouts can put back."""
+    service = await service_factory(database_url)
+    await _lose_every_callback(service)
+    escalation_id = await escalate(service, "lost-timeout-then-completed", reason_code="general")
+    task_sid = (await service.get(escalation_id))["task_sid"]
+    first = await _offer(service, task_sid)
+    await _advance(service, RESERVATION_TIMEOUT + 1)
+    assert await _activity(service, first.worker_sid) == "Offline"
+    service.sim.running.state.callbacks.set_faults(CallbackFaults(), seed=5)
+    second = await _answer(service, task_sid, "accepted")
+    await _ws(service).tasks(task_sid).update_async(assignment_status="completed", reason="done")
+    await settle(service)
+    ended = await service.get(escalation_id)
+    assert (ended["status"], ended["worker"]["sid"]) == ("completed", second)
+    assert first.sid not in {entry["reservation_sid"] for entry in ended["history"]}
+
+    reconciler = _reconciler(service)
+    assert await reconciler.run_once() == 0  # nothing open to re-read: only the sweep acts
+    await settle(service)
+    assert await _activity(service, first.worker_sid) == "Available"
+    after = await service.get(escalation_id)
+    assert (after["status"], after["outcome"]) == ("completed", "completed")
+    timed_out = [e for e in after["history"] if e["event"] == "reservation.timeout"]
+    assert [(e["reservation_sid"], e["worker_sid"]) for e in timed_out] == [
+        (first.sid, first.worker_sid)
+    ]
+    assert metric(service, "escalator_reconciler_timeouts_swept_total") == 1
+    # Swept again next interval: nothing new, no second reset.
+    service.clock.advance(20)
+    await reconciler.run_once()
+    await settle(service)
+    assert metric(service, "escalator_reconciler_timeouts_swept_total") == 1
+    assert metric(service, "escalator_worker_resets_total", result="done") == 1

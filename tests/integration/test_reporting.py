@@ -97,21 +97,97 @@ async def test_cancel_before_the_task_exists_means_it_is_never_created(service: 
     )
 
 
-async def test_cancel_while_queued_cancels_the_task_with_our_reason(service: Service) -> None:
+async def test_cancel_of_a_task_waits_for_taskrouter_then_is_canceled(service: Service) -> None:
     await connect(service)
     escalation_id = await escalate(service, "cancel-queued")
     task_sid = (await service.get(escalation_id))["task_sid"]
     assert task_sid
     response = await _cancel(service, escalation_id)
     assert response.status == 200
-    assert (await response.json())["status"] == "canceled"
+    waiting = await response.json()
+    # A task exists: only TaskRouter's cancel makes the escalation `canceled`.
+    assert waiting["status"] in ("queued", "reserved")  # a worker may have been offered it
+    assert (waiting["outcome"], waiting["cancel_requested"]) == (None, True)
+    assert waiting["history"][-1]["event"] == "escalation.cancel_requested"
+    again = await _cancel(service, escalation_id)
+    assert again.status == 200
+    events = [entry["event"] for entry in (await again.json())["history"]]
+    assert events.count("escalation.cancel_requested") == 1
     await settle(service)
     ws = service.sim.client.taskrouter.v1.workspaces(service.sim.workspace.workspace_sid)
     task = await ws.tasks(task_sid).fetch_async()
     assert (task.assignment_status, task.reason) == ("canceled", CANCEL_REASON)
     done = await service.get(escalation_id)
-    assert (done["status"], done["outcome"]) == ("canceled", "canceled_by_client")
+    assert (done["status"], done["outcome"], done["cancel_requested"]) == (
+        "canceled",
+        "canceled_by_client",
+        False,
+    )
     assert "task.canceled" in [entry["event"] for entry in done["history"]]
+    assert metric(service, "escalator_task_cancels_total", result="done") == 1
+    assert (
+        metric(service, "escalator_escalations_finished_total", outcome="canceled_by_client") == 1
+    )
+
+
+@pytest.mark.virtual_clock
+async def test_a_cancel_that_loses_the_race_with_an_acceptance_follows_the_task(
+    service: Service,
+) -> None:
+    """TaskRouter cancels a task only until a worker accepts it: when one accepts between the
+    client's cancel and TaskRouter's, the escalation is not `canceled` but follows its task."""
+    await connect(service)
+    escalation_id = await escalate(service, "cancel-loses-race")
+    await settle(service)
+    task_sid = (await service.get(escalation_id))["task_sid"]
+    ws = service.sim.client.taskrouter.v1.workspaces(service.sim.workspace.workspace_sid)
+    [offer] = await ws.tasks(task_sid).reservations.list_async(reservation_status="pending")
+    assert (await service.get(escalation_id))["status"] == "reserved"
+    waiting = await (await _cancel(service, escalation_id)).json()
+    assert (waiting["status"], waiting["cancel_requested"]) == ("reserved", True)
+    # The worker accepts before escalator's cancel reaches TaskRouter, and escalator has not
+    # heard of it yet (the callback is still on its way).
+    await ws.update_async(event_callback_url="")
+    await ws.tasks(task_sid).reservations(offer.sid).update_async(reservation_status="accepted")
+    await connect(service)
+    await service.dispatcher.run_once()
+    refused = await service.get(escalation_id)
+    assert (refused["status"], refused["outcome"], refused["cancel_requested"]) == (
+        "reserved",
+        None,
+        False,
+    )
+    assert [entry["event"] for entry in refused["history"]][-2:] == [
+        "escalation.cancel_requested",
+        "task.cancel_not_applied",
+    ]
+    assert (await ws.tasks(task_sid).fetch_async()).assignment_status == "assigned"
+    assert metric(service, "escalator_task_cancels_total", result="not_applied") == 1
+    # The task goes on, and so does the escalation: completed by the worker who took it.
+    await ws.tasks(task_sid).update_async(assignment_status="completed", reason="resolved")
+    await settle(service)
+    done = await service.get(escalation_id)
+    assert (done["status"], done["outcome"]) == ("completed", "completed")
+
+
+async def test_a_cancel_an_earlier_version_made_final_at_once_still_cancels_the_task(
+    service: Service,
+) -> None:
+    """Before cancels waited for TaskRouter, an escalation with a task was `canceled` at once and
+    its task's cancel owed: a row left by that version, during a rolling upgrade, is carried out."""
+    escalation_id = await escalate(service, "cancel-from-an-earlier-version")
+    task_sid = (await service.get(escalation_id))["task_sid"]
+    result = await service.store.cancel_escalation(
+        escalation_id,
+        now=service.clock(),
+        cancel=lambda e, _task_may_exist: client_canceled(e, now=e.updated_at),
+    )
+    assert result is not None
+    assert result[1].status.value == "canceled"
+    await settle(service)
+    ws = service.sim.client.taskrouter.v1.workspaces(service.sim.workspace.workspace_sid)
+    task = await ws.tasks(task_sid).fetch_async()
+    assert (task.assignment_status, task.reason) == ("canceled", CANCEL_REASON)
     assert metric(service, "escalator_task_cancels_total", result="done") == 1
 
 
@@ -196,7 +272,7 @@ async def test_a_stream_hears_heartbeats_and_polls_what_it_was_not_told(
         canceled = await other.cancel_escalation(
             escalation_id,
             now=service.clock(),
-            cancel=lambda e: client_canceled(e, now=e.updated_at),
+            cancel=lambda e, _task_may_exist: client_canceled(e, now=e.updated_at),
         )
         assert canceled is not None
     finally:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from escalator.domain.changes import client_canceled
+from escalator.domain.changes import cancel_for_client, client_canceled
 from escalator.domain.escalation import Escalation, Status, task_attached
 from escalator.domain.ids import EscalationId, TaskSid
 from escalator.store import CANCEL_TASK, CREATE_TASK, STATUS_CALLBACK
@@ -64,10 +64,7 @@ async def test_filters_by_conversation_and_statuses(store: SqlStore) -> None:
     made = [_new(n, seconds=n) for n in range(6)]
     for item in made:
         await store.create_escalation(item)
-    result = await store.cancel_escalation(
-        made[1].id, now=NOW, cancel=lambda e: client_canceled(e, now=NOW)
-    )
-    assert result is not None
+    await _cancel(store, made[1].id)
     ids = [
         item.id
         for item in await store.list_escalations(
@@ -110,8 +107,19 @@ async def test_canceling_while_a_create_is_leased_owes_a_find_and_cancel(store: 
         owner="t", now=NOW, lease_for=timedelta(seconds=30), limit=10
     )
     assert lease.kind == CREATE_TASK
-    await _cancel(store, item.id)
+    _, after = await _cancel(store, item.id)
+    # The create may reach TaskRouter: the cancel waits for its answer or for a lookup.
+    assert (after.status, after.cancel_requested) == (Status.RECEIVED, True)
     assert await store.outbox_backlog_by_kind() == {CREATE_TASK: 1, CANCEL_TASK: 1}
+    [cancel] = await store.lease_outbox(
+        owner="t",
+        now=NOW + timedelta(seconds=31),
+        lease_for=timedelta(seconds=30),
+        limit=10,
+        kinds=[CANCEL_TASK],
+    )
+    assert cancel.payload == {"find": True}
+    assert cancel.due_at == NOW + timedelta(seconds=30)  # when the create's lease ends
 
 
 async def test_a_change_owes_one_status_callback_per_status_change(store: SqlStore) -> None:
@@ -122,19 +130,27 @@ async def test_a_change_owes_one_status_callback_per_status_change(store: SqlSto
     )
     queued = task_attached(item, TaskSid("WT" + "1" * 32), now=NOW)
     assert await store.complete_outbox(lease, owner="t", previous=item, current=queued)
+    # The cancel waits for TaskRouter (no status change yet), then TaskRouter's answer settles it.
     await _cancel(store, item.id)
-    assert await store.outbox_backlog_by_kind() == {STATUS_CALLBACK: 2, CANCEL_TASK: 1}
+    assert await store.outbox_backlog_by_kind() == {STATUS_CALLBACK: 1, CANCEL_TASK: 1}
+    [cancel] = await store.lease_outbox(
+        owner="t", now=NOW, lease_for=timedelta(seconds=30), limit=10, kinds=[CANCEL_TASK]
+    )
+    assert await store.record_outbox_result(
+        cancel, owner="t", change=lambda e: client_canceled(e, now=NOW)
+    )
     rows = await store.lease_outbox(
         owner="t", now=NOW, lease_for=timedelta(seconds=30), limit=10, kinds=[STATUS_CALLBACK]
     )
     bodies = [row.payload["body"] for row in rows if row.payload]
-    assert [(b["status"], b["sequence"]) for b in bodies] == [("queued", 2), ("canceled", 3)]
-    assert [b["delivery_id"] for b in bodies] == [f"{item.id}.2", f"{item.id}.3"]
+    assert [(b["status"], b["sequence"]) for b in bodies] == [("queued", 2), ("canceled", 4)]
+    assert [b["delivery_id"] for b in bodies] == [f"{item.id}.2", f"{item.id}.4"]
 
 
 async def _cancel(store: SqlStore, escalation_id: EscalationId) -> tuple[Escalation, Escalation]:
-    result = await store.cancel_escalation(
-        escalation_id, now=NOW, cancel=lambda e: client_canceled(e, now=NOW)
-    )
+    def cancel(escalation: Escalation, task_may_exist: bool) -> Escalation:
+        return cancel_for_client(escalation, now=NOW, task_may_exist=task_may_exist)
+
+    result = await store.cancel_escalation(escalation_id, now=NOW, cancel=cancel)
     assert result is not None
     return result

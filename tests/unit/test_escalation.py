@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
+from escalator.domain.changes import cancel_for_client, cancel_not_applied, client_canceled
 from escalator.domain.escalation import (
     ATTEMPT_EVENTS,
     RECORDED_RUN,
@@ -195,3 +196,44 @@ def test_a_task_after_the_end_is_recorded_without_reopening_the_escalation() -> 
         {"task_sid": TASK},
     )
     assert task_after_end(escalation(), TASK, now=NOW, adopted=True) == escalation()
+
+
+def test_a_client_cancel_is_final_at_once_only_when_no_task_can_exist() -> None:
+    received = escalation()
+    at_once = cancel_for_client(received, now=NOW, task_may_exist=False)
+    assert (at_once.status, at_once.outcome, at_once.cancel_requested) == (
+        Status.CANCELED,
+        Outcome.CANCELED_BY_CLIENT,
+        False,
+    )
+    queued = task_attached(received, TASK, now=NOW)
+    waiting = cancel_for_client(queued, now=NOW, task_may_exist=True)
+    assert (waiting.status, waiting.outcome, waiting.cancel_requested) == (
+        Status.QUEUED,
+        None,
+        True,
+    )
+    assert waiting.history[-1].event == "escalation.cancel_requested"
+    # Asking again while it waits changes nothing; neither does asking once it ended.
+    assert cancel_for_client(waiting, now=NOW, task_may_exist=True) is waiting
+    assert cancel_for_client(at_once, now=NOW, task_may_exist=False) is at_once
+
+
+def test_taskrouters_answer_settles_a_waiting_cancel() -> None:
+    waiting = cancel_for_client(escalation(), now=NOW, task_may_exist=True)
+    canceled = client_canceled(waiting, now=NOW, task_sid=TASK)
+    # The task TaskRouter canceled was found by the cancel: the escalation names it.
+    assert (canceled.status, canceled.task_sid, canceled.cancel_requested) == (
+        Status.CANCELED,
+        TASK,
+        False,
+    )
+    refused = cancel_not_applied(waiting, now=NOW, why="assigned")
+    assert (refused.status, refused.outcome, refused.cancel_requested) == (
+        Status.RECEIVED,
+        None,
+        False,
+    )
+    # An assigned escalation cannot be canceled: a human has it.
+    assigned = replace(task_attached(escalation(), TASK, now=NOW), status=Status.ASSIGNED)
+    assert cancel_for_client(assigned, now=NOW, task_may_exist=True) is assigned
