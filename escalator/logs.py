@@ -99,7 +99,10 @@ def configure_logging(
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
+        # Each call through an uncached proxy builds a new bound logger. Safe to cache: a
+        # reconfiguration changes the level and the renderer, which live in the standard
+        # library's logger and handler, not in these processors.
+        cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sqlite_synchronous: Literal["FULL", "EXTRA", "NORMAL"] = "FULL"
+    # Escalations kept decoded for the next event of their task (a few KiB each; 0: none).
+    recent_escalations: int = Field(default=2048, ge=0, le=1_000_000)
     migrate_on_start: bool = True
     max_body_bytes: int = Field(default=65_536, ge=1_024, le=10_485_760)
     dispatch_interval: float = Field(default=0.5, gt=0, le=60)

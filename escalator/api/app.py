@@ -237,6 +237,7 @@ def create_app(
             settings.database_url,
             sqlite_synchronous=settings.sqlite_synchronous,
             run_migrations=settings.migrate_on_start,
+            recent_escalations=settings.recent_escalations,
         )
         app[STORE] = store
         yield

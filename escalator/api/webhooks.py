@@ -106,9 +106,12 @@ def _after_ingest(request: web.Request, event: TaskRouterEvent, ingested: Ingest
         dispatcher = request.app.get(DISPATCHER)
         if dispatcher is not None:
             dispatcher.wake()
-    # Info for what an operator follows (a human took it, it ended), debug for the rest:
-    # at thousands of events a second, a line each is noise and a measurable cost.
-    decisive = after.status is Status.ASSIGNED or after.status.is_terminal
+    # Info for what an operator follows (a human took it, it ended), once, when it happens;
+    # debug for the rest: at thousands of events a second, a line each is noise and a
+    # measurable cost.
+    decisive = after.status is not before.status and (
+        after.status is Status.ASSIGNED or after.status.is_terminal
+    )
     (_log.info if decisive else _log.debug)(
         "taskrouter.event_applied",
         escalation_id=after.id,

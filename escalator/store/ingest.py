@@ -3,10 +3,10 @@
 Events arrive in bursts (a reservation's created, accepted and the task's updates come within
 milliseconds, for many tasks at once), and each must be durable before TaskRouter gets its 204.
 Events that arrive together are applied as one set: three reads for the whole batch (their
-escalations, those escalations' history, which events are already stored), the state machine in
-memory in arrival order, then one insert per table and one update per escalation, in one
-transaction and one commit. Statements are built once, with bind parameters, so SQLAlchemy
-compiles each a single time.
+escalations, the history of those not decoded lately (recent.py), which events are already
+stored), the state machine in memory in arrival order, then one insert per table and one update
+per escalation, in one transaction and one commit. Statements are built once, with bind
+parameters, so SQLAlchemy compiles each a single time.
 """
 
 from __future__ import annotations
@@ -28,15 +28,20 @@ from escalator.errors import StoreUnavailable
 from escalator.store import RESET_WORKER, Ingested, IngestResult, Reaction
 from escalator.store.connections import StoreConnections
 from escalator.store.group_commit import GroupCommit
+from escalator.store.recent import RecentEscalations
 from escalator.store.reporting import status_callback_rows
 from escalator.store.rows import escalation_from_rows, history_values, state_values
 from escalator.store.schema import escalations, events, history, outbox
 
-__all__ = ["MAX_EVENT_BATCH", "EventIngestion", "PendingEvent"]
+__all__ = ["MAX_EVENT_BATCH", "RECENT_ESCALATIONS", "EventIngestion", "PendingEvent"]
 
 _INGEST_ATTEMPTS = 5
 # Events per transaction: enough to amortise a commit, few enough to keep each IN list short.
 MAX_EVENT_BATCH = 100
+# Escalations kept decoded between batches (recent.py), the default of the setting: a task's
+# events come seconds apart, with other tasks' events between them; 2,048 escalations take a
+# few MiB (about 4 KiB each with a short summary and history).
+RECENT_ESCALATIONS = 2048
 
 # The escalations a batch of events concerns: by task, or (adoption) by the escalation id an
 # event's attributes carry when that escalation has no task yet.
@@ -162,17 +167,34 @@ class _Step:
 _Plan = Generator[_Step, Any, list[Ingested | Exception]]
 
 
-def _plan(batch: Sequence[PendingEvent], *, sums_rowcounts: bool) -> _Plan:
+def _escalations(
+    rows: Sequence[Any], recent: RecentEscalations
+) -> Generator[_Step, Any, dict[str, Escalation]]:
+    """The escalations of these rows: the recent ones as they are, the others read with their
+    history (one statement for all)."""
+    current: dict[str, Escalation] = {}
+    for row in rows:
+        if (known := recent.get(row["id"], row["version"])) is not None:
+            current[row["id"]] = known
+    entries: dict[str, list[Any]] = {row["id"]: [] for row in rows if row["id"] not in current}
+    if entries:
+        for entry in (yield _Step(_HISTORY, {"ids": list(entries)}, reads=True)):
+            entries[entry["escalation_id"]].append(entry)
+    for row in rows:
+        if row["id"] in entries:
+            current[row["id"]] = escalation_from_rows(row, entries[row["id"]])
+    return current
+
+
+def _plan(
+    batch: Sequence[PendingEvent], *, sums_rowcounts: bool, recent: RecentEscalations
+) -> _Plan:
     task_sids = sorted({p.event.task_sid for p in batch if p.event.task_sid is not None})
     ids = sorted({p.event.escalation_id for p in batch if p.event.escalation_id is not None})
     rows = yield _Step(_OWNERS, {"task_sids": task_sids, "ids": ids}, reads=True)
-    entries: dict[str, list[Any]] = {row["id"]: [] for row in rows}
-    if rows:
-        for entry in (yield _Step(_HISTORY, {"ids": list(entries)}, reads=True)):
-            entries[entry["escalation_id"]].append(entry)
+    current = yield from _escalations(rows, recent)
     keys = sorted({p.event.key for p in batch})
     stored = yield _Step(_STORED_KEYS, {"keys": keys}, reads=True)
-    current = {row["id"]: escalation_from_rows(row, entries[row["id"]]) for row in rows}
     state = _Batch(
         current=current,
         loaded_version={key: e.version for key, e in current.items()},
@@ -229,6 +251,7 @@ class EventIngestion(StoreConnections):
     """Mixed into ``SqlStore``: storing and applying TaskRouter events."""
 
     _event_batches: GroupCommit[PendingEvent, Ingested]
+    _recent: RecentEscalations
 
     async def ingest_event(
         self, event: TaskRouterEvent, *, received_at: datetime, react: Reaction
@@ -242,6 +265,13 @@ class EventIngestion(StoreConnections):
                 results = await self._apply(batch)
             except _Conflict:
                 continue
+            # Committed: each escalation as the batch's last event left it.
+            committed = {
+                result.after.id: result.after
+                for result in results
+                if isinstance(result, Ingested) and result.after is not None
+            }
+            self._recent.remember(committed.values())
             changed = {
                 result.after.id
                 for result in results
@@ -261,12 +291,12 @@ class EventIngestion(StoreConnections):
                 # statement is a hop there and back, and each hop back waits for the event loop
                 # to finish what it is doing (parsing the next callbacks): under load that wait,
                 # times a dozen statements, not SQLite, is what a batch costs.
-                return await self._write_in_thread(
-                    partial(_run_in_thread, _plan(batch, sums_rowcounts=True))
-                )
+                plan = _plan(batch, sums_rowcounts=True, recent=self._recent)
+                return await self._write_in_thread(partial(_run_in_thread, plan))
             async with self._write() as connection:
                 sums = connection.dialect.supports_sane_multi_rowcount
-                return await _run_on_loop(_plan(batch, sums_rowcounts=sums), connection)
+                plan = _plan(batch, sums_rowcounts=sums, recent=self._recent)
+                return await _run_on_loop(plan, connection)
         except sa_exc.IntegrityError:
             # Another replica stored one of these events first (PostgreSQL): read again.
             raise _Conflict() from None

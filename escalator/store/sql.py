@@ -29,9 +29,10 @@ from escalator.store.engine import WRITE
 from escalator.store.feed import ChangeFeed
 from escalator.store.group_commit import GroupCommit
 from escalator.store.idempotency import IdempotencyKeys
-from escalator.store.ingest import MAX_EVENT_BATCH, EventIngestion
+from escalator.store.ingest import MAX_EVENT_BATCH, RECENT_ESCALATIONS, EventIngestion
 from escalator.store.migrate import current_revision, serves_revision
 from escalator.store.outbox import OutboxQueries
+from escalator.store.recent import RecentEscalations
 from escalator.store.reporting import ReportingQueries
 from escalator.store.rows import escalation_from_rows, escalation_values, history_values
 from escalator.store.schema import escalations, history, outbox
@@ -65,7 +66,13 @@ async def _translated() -> AsyncIterator[None]:
 class SqlStore(EventIngestion, OutboxQueries, ReportingQueries, IdempotencyKeys):
     """The store on an async SQLAlchemy engine (SQLite via aiosqlite, PostgreSQL via asyncpg)."""
 
-    def __init__(self, engine: AsyncEngine, *, thread_engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        thread_engine: Engine | None = None,
+        recent_escalations: int = RECENT_ESCALATIONS,
+    ) -> None:
         self.engine = engine
         self.changes = ChangeFeed()
         # SQLite only: a synchronous engine on the same file for transactions run whole in a
@@ -79,6 +86,7 @@ class SqlStore(EventIngestion, OutboxQueries, ReportingQueries, IdempotencyKeys)
             asyncio.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
         self._event_batches = GroupCommit(self._ingest_batch, max_batch=MAX_EVENT_BATCH)
+        self._recent = RecentEscalations(recent_escalations)
         self._creates = GroupCommit(self._create_batch, max_batch=MAX_CREATE_BATCH)
 
     @asynccontextmanager
@@ -250,15 +258,21 @@ class SqlStore(EventIngestion, OutboxQueries, ReportingQueries, IdempotencyKeys)
 
 
 async def open_store(
-    url: str, *, sqlite_synchronous: Any = "FULL", run_migrations: bool = True
+    url: str,
+    *,
+    sqlite_synchronous: Any = "FULL",
+    run_migrations: bool = True,
+    recent_escalations: int = RECENT_ESCALATIONS,
 ) -> SqlStore:
-    """Open the store at ``url``, migrating the schema first unless told not to."""
+    """Open the store at ``url``, migrating the schema first unless told not to;
+    ``recent_escalations`` is how many escalations events may find decoded (recent.py)."""
     from escalator.store.engine import create_engine, create_thread_engine
     from escalator.store.migrate import migrate
 
     store = SqlStore(
         create_engine(url, sqlite_synchronous=sqlite_synchronous),
         thread_engine=create_thread_engine(url, sqlite_synchronous=sqlite_synchronous),
+        recent_escalations=recent_escalations,
     )
     if run_migrations:
         try:

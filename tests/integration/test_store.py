@@ -14,6 +14,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import exc as sa_exc
 
+from escalator.domain.changes import cancel_for_client
 from escalator.domain.effects import side_effects
 from escalator.domain.escalation import Escalation, TwilioFailure, task_attached, task_refused
 from escalator.domain.events import TaskRouterEvent, apply_event
@@ -372,3 +373,38 @@ async def test_only_the_kinds_asked_for_are_leased(store: SqlStore) -> None:
         == []
     )
     assert len(await store.lease_outbox(owner="new", now=NOW, lease_for=LEASE, limit=5)) == 1
+
+
+async def test_an_event_sees_every_change_made_since_its_escalation_was_last_decoded(
+    database_url: str, store: SqlStore
+) -> None:
+    """The escalations events decode are reused only at the version they were committed at: a
+    change by another path, or by another process on the same database, is read again."""
+    queued = await _queued(store)
+    created = _event("k1", "reservation.created", task_sid=TASK, reservation_sid=RES, worker_sid=WK)
+    await store.ingest_event(created, received_at=NOW, react=lambda e: _react(e, created))
+    # Another process's store changes it (a client cancel waits for TaskRouter's answer).
+    other = await open_store(database_url, run_migrations=False)
+    try:
+        result = await other.cancel_escalation(
+            queued.id,
+            now=NOW,
+            cancel=lambda e, may_exist: cancel_for_client(e, now=NOW, task_may_exist=may_exist),
+        )
+        assert result is not None
+        assert result[1].cancel_requested
+    finally:
+        await other.close()
+    rejected = _event("k2", "reservation.rejected", task_sid=TASK, reservation_sid=RES)
+    ingested = await store.ingest_event(
+        rejected, received_at=NOW, react=lambda e: _react(e, rejected)
+    )
+    assert ingested.before is not None
+    assert ingested.before.cancel_requested
+    stored = await store.get_escalation(queued.id)
+    assert stored is not None
+    assert [entry.event for entry in stored.history][-3:] == [
+        "reservation.created",
+        "escalation.cancel_requested",
+        "reservation.rejected",
+    ]
