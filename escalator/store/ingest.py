@@ -45,7 +45,9 @@ RECENT_ESCALATIONS = 2048
 
 # The escalations a batch of events concerns: by task, or (adoption) by the escalation id an
 # event's attributes carry when that escalation has no task yet.
-_OWNERS = sa.select(escalations).where(
+# Their ids and versions first: most are decoded already (recent.py), and a whole row costs
+# more to decode (its JSON columns) than the key that finds the decoded one.
+_OWNERS = sa.select(escalations.c.id, escalations.c.version).where(
     sa.or_(
         escalations.c.task_sid.in_(sa.bindparam("task_sids", expanding=True)),
         sa.and_(
@@ -54,6 +56,7 @@ _OWNERS = sa.select(escalations).where(
         ),
     )
 )
+_ROWS = sa.select(escalations).where(escalations.c.id.in_(sa.bindparam("ids", expanding=True)))
 _HISTORY = (
     sa.select(history)
     .where(history.c.escalation_id.in_(sa.bindparam("ids", expanding=True)))
@@ -170,18 +173,18 @@ _Plan = Generator[_Step, Any, list[Ingested | Exception]]
 def _escalations(
     rows: Sequence[Any], recent: RecentEscalations
 ) -> Generator[_Step, Any, dict[str, Escalation]]:
-    """The escalations of these rows: the recent ones as they are, the others read with their
-    history (one statement for all)."""
+    """The escalations of these (id, version) rows: the recent ones as they are, the others
+    read whole with their history (two statements for all of them)."""
     current: dict[str, Escalation] = {}
     for row in rows:
         if (known := recent.get(row["id"], row["version"])) is not None:
             current[row["id"]] = known
     entries: dict[str, list[Any]] = {row["id"]: [] for row in rows if row["id"] not in current}
     if entries:
+        whole = yield _Step(_ROWS, {"ids": list(entries)}, reads=True)
         for entry in (yield _Step(_HISTORY, {"ids": list(entries)}, reads=True)):
             entries[entry["escalation_id"]].append(entry)
-    for row in rows:
-        if row["id"] in entries:
+        for row in whole:
             current[row["id"]] = escalation_from_rows(row, entries[row["id"]])
     return current
 
