@@ -77,6 +77,9 @@ class Dispatcher:
         self._jitter = wait_random_exponential(multiplier=0.2, max=5)
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
+        # Rows leased and not yet done, and the signal that one is done (run()).
+        self._in_hand = 0
+        self._room = asyncio.Event()
         self._resets = WorkerResets(
             store=store,
             taskrouter=taskrouter,
@@ -124,49 +127,100 @@ class Dispatcher:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Dispatch until stopped; a busy turn is followed at once by another, and while the
-        database is down each turn waits twice as long as the last, up to 5 s."""
+        """Dispatch until stopped. Up to ``batch`` rows are in hand at once, and while more
+        are due each row done makes room for the next: one slow call (an answer held back, a
+        long Retry-After) delays its own row, not the ones due after it. While the database is
+        down each lease waits twice as long as the last, up to 5 s. On stop, the rows in hand
+        are finished before this returns."""
         outage = 0
-        while not self._stopping.is_set():
-            try:
-                handled = await self.run_once()
-                outage = 0
-            except StoreUnavailable:
-                outage += 1
-                self._metrics.store_unavailable.labels(where="dispatcher").inc()
-                _log.warning("dispatcher.store_unavailable", turns=outage)
-                handled = 0
-            except Exception:
-                # The loop must outlive any bug: leased rows come back when their lease expires.
-                self._metrics.dispatcher_errors.inc()
-                _log.exception("dispatcher.turn_failed")
-                handled = 0
-            if handled >= self._batch:
-                continue
-            # A commit (wake) ends the pause early: the database is back.
-            pause = max(self._interval, min(self._interval * 2**outage, 5.0))
-            try:
-                async with asyncio.timeout(pause):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                pass
-            self._wakeup.clear()
+        working: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping.is_set():
+                self._room.clear()
+                free = self._batch - self._in_hand
+                backlog = False
+                if free > 0:
+                    try:
+                        leased = await self._start(free, working)
+                        outage = 0
+                        backlog = leased == free
+                    except StoreUnavailable:
+                        outage += 1
+                        self._metrics.store_unavailable.labels(where="dispatcher").inc()
+                        _log.warning("dispatcher.store_unavailable", turns=outage)
+                    except Exception:
+                        # The loop must outlive any bug: leased rows come back when their
+                        # lease expires.
+                        self._metrics.dispatcher_errors.inc()
+                        _log.exception("dispatcher.turn_failed")
+                if backlog and self._in_hand < self._batch:
+                    continue
+                # A commit (wake) ends the pause early: new work, or the database is back;
+                # with a backlog, so does a row done.
+                pause = max(self._interval, min(self._interval * 2**outage, 5.0))
+                waits = {asyncio.ensure_future(self._wakeup.wait())}
+                if backlog or free <= 0:
+                    waits.add(asyncio.ensure_future(self._room.wait()))
+                try:
+                    await asyncio.wait(waits, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiter in waits:
+                        waiter.cancel()
+                self._wakeup.clear()
+        except asyncio.CancelledError:
+            # Out of time (shutdown's grace): the rows in hand are given up with it; their
+            # leases run out and they are taken again, looked for before any create.
+            for task in working:
+                task.cancel()
+            raise
+        finally:
+            if working:
+                await asyncio.gather(*working, return_exceptions=True)
+
+    async def _start(self, limit: int, working: set[asyncio.Task[None]]) -> int:
+        """Lease up to ``limit`` due rows and start carrying them out; how many were leased."""
+        deadline = asyncio.get_running_loop().time() + self._lease.total_seconds() - 1.0
+        items = await self._lease_due(limit)
+        if items:
+            self._in_hand += len(items)
+            task = asyncio.create_task(self._carry_out(items, deadline))
+            working.add(task)
+            task.add_done_callback(working.discard)
+        return len(items)
 
     async def run_once(self) -> int:
         """Lease one batch of due rows, look up its ambiguous creates together, and handle
         the rows concurrently; how many were leased."""
         # When our leases end, on the event loop's clock (a second early, for clock drift).
         deadline = asyncio.get_running_loop().time() + self._lease.total_seconds() - 1.0
-        items = await self._store.lease_outbox(
+        items = await self._lease_due(self._batch)
+        self._in_hand += len(items)
+        await self._carry_out(items, deadline)
+        return len(items)
+
+    async def _lease_due(self, limit: int) -> list[OutboxItem]:
+        return await self._store.lease_outbox(
             owner=self._owner,
             now=self._clock(),
             lease_for=self._lease,
-            limit=self._batch,
+            limit=limit,
             kinds=self._kinds,
         )
-        found = await self._look_up_ambiguous(items, deadline)
+
+    async def _carry_out(self, items: list[OutboxItem], deadline: float) -> None:
+        """Handle leased rows concurrently, their ambiguous creates looked up together first;
+        each row makes room for another as soon as it is done."""
+        try:
+            found = await self._look_up_ambiguous(items, deadline)
+        except Exception:
+            self._in_hand -= len(items)
+            self._room.set()
+            raise
         results = await asyncio.gather(
-            *(self._handle(item, found.get(item.escalation_id), deadline) for item in items),
+            *(
+                self._handle_in_hand(item, found.get(item.escalation_id), deadline)
+                for item in items
+            ),
             return_exceptions=True,
         )
         for result in results:
@@ -175,7 +229,15 @@ class Dispatcher:
             elif isinstance(result, BaseException):
                 self._metrics.dispatcher_errors.inc()
                 _log.error("outbox.item_crashed", error=type(result).__name__)
-        return len(items)
+
+    async def _handle_in_hand(
+        self, item: OutboxItem, lookup: Lookup | None, deadline: float
+    ) -> None:
+        try:
+            await self._handle(item, lookup, deadline)
+        finally:
+            self._in_hand -= 1
+            self._room.set()
 
     async def _look_up_ambiguous(
         self, items: list[OutboxItem], deadline: float

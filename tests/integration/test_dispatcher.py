@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -169,3 +170,27 @@ async def test_a_permanent_refusal_fails_the_escalation(service: Service) -> Non
     assert "Invalid Attributes" in body["error"]["message"]
     assert await service.store.outbox_backlog() == 0
     assert await _tasks(service) == []
+
+
+async def test_a_slow_create_holds_back_no_escalation_due_after_it(service: Service) -> None:
+    faults = service.sim.running.state.faults
+    faults.add(Fault("tasks.create", status=None, latency=2.0))  # the first create only
+    slow = await _escalate(service, conversation_id="slow-create")
+    running = asyncio.create_task(service.dispatcher.run())
+    try:
+        while faults.active:  # the slow create has reached TaskRouter
+            await asyncio.sleep(0.01)
+        quick = await _escalate(service, conversation_id="due-after-it")
+        service.dispatcher.wake()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        while (await service.get(quick))["task_sid"] is None:
+            assert loop.time() < deadline, "the quick escalation waited for the slow create"
+            await asyncio.sleep(0.02)
+        assert (await service.get(slow))["task_sid"] is None  # still being created
+    finally:
+        service.dispatcher.stop()
+        await running
+    # Stopping finishes the rows in hand.
+    assert (await service.get(slow))["task_sid"] is not None
+    assert len(await _tasks(service)) == 2
