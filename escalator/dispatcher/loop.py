@@ -134,44 +134,40 @@ class Dispatcher:
         down each lease waits twice as long as the last, up to 5 s. On stop, the rows in hand
         are finished before this returns."""
         outage = 0
+        # Whether the last lease was full: more rows may be due, so a row done is a reason to
+        # lease again (otherwise new work comes with a wake, or the interval).
+        backlog = False
         working: set[asyncio.Task[None]] = set()
         try:
             while not self._stopping.is_set():
                 self._room.clear()
                 free = self._batch - self._in_hand
-                backlog = False
                 # Each lease is a write transaction, and it competes with the requests for the
                 # one core: refill once three quarters of the hand are free, not row by row
                 # (refilling by halves cost 1.5 ms more CPU per escalation and a third of the
                 # ack throughput in bench/ack_bench.py; by quarters, none measurable).
                 if free > 0 and (self._in_hand == 0 or free >= self._refill):
+                    self._wakeup.clear()  # this lease sees every commit made before it
                     try:
                         leased = await self._start(free, working)
                         outage = 0
                         backlog = leased == free
                     except StoreUnavailable:
+                        backlog = False
                         outage += 1
                         self._metrics.store_unavailable.labels(where="dispatcher").inc()
                         _log.warning("dispatcher.store_unavailable", turns=outage)
                     except Exception:
                         # The loop must outlive any bug: leased rows come back when their
                         # lease expires.
+                        backlog = False
                         self._metrics.dispatcher_errors.inc()
                         _log.exception("dispatcher.turn_failed")
                 if backlog and self._batch - self._in_hand >= self._refill:
                     continue
-                # A commit (wake) ends the pause early: new work, or the database is back;
-                # with a backlog, so does a row done.
-                pause = max(self._interval, min(self._interval * 2**outage, 5.0))
-                waits = {asyncio.ensure_future(self._wakeup.wait())}
-                if backlog or self._in_hand > 0:
-                    waits.add(asyncio.ensure_future(self._room.wait()))
-                try:
-                    await asyncio.wait(waits, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for waiter in waits:
-                        waiter.cancel()
-                self._wakeup.clear()
+                await self._rest(
+                    max(self._interval, min(self._interval * 2**outage, 5.0)), backlog=backlog
+                )
         except asyncio.CancelledError:
             # Out of time (shutdown's grace): the rows in hand are given up with it; their
             # leases run out and they are taken again, looked for before any create.
@@ -181,6 +177,23 @@ class Dispatcher:
         finally:
             if working:
                 await asyncio.gather(*working, return_exceptions=True)
+
+    async def _rest(self, seconds: float, *, backlog: bool) -> None:
+        """Wait up to ``seconds``. A commit (wake) ends the wait early: new work, or the
+        database is back. With a backlog, or a wake the full hand could not serve yet, a row
+        done ends it too."""
+        pending = self._wakeup.is_set()
+        events = [self._stopping]
+        if backlog or pending:
+            events.append(self._room)
+        if not pending:
+            events.append(self._wakeup)
+        waits = {asyncio.ensure_future(event.wait()) for event in events}
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
 
     async def _start(self, limit: int, working: set[asyncio.Task[None]]) -> int:
         """Lease up to ``limit`` due rows and start carrying them out; how many were leased."""
