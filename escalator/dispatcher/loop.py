@@ -231,9 +231,12 @@ class Dispatcher:
         try:
             found = await self._look_up_ambiguous(items, deadline)
         except Exception:
+            # Like any bug with a row: the leases run out and the rows are taken again.
             self._in_hand -= len(items)
             self._room.set()
-            raise
+            self._metrics.dispatcher_errors.inc()
+            _log.exception("dispatcher.lookup_crashed", rows=len(items))
+            return
         results = await asyncio.gather(
             *(
                 self._handle_in_hand(item, found.get(item.escalation_id), deadline)

@@ -173,11 +173,9 @@ class _Run:
                 await asyncio.sleep(0.05)
             await asyncio.sleep(self.kill_rng.uniform(0.0, 0.5))
             candidates = [r for r in self.replicas if r.index not in self.restarting]
-            if not candidates:
-                await asyncio.sleep(0.5)
+            while not candidates:  # every replica is restarting (one, on SQLite): the kill waits
+                await asyncio.sleep(0.1)
                 candidates = [r for r in self.replicas if r.index not in self.restarting]
-                if not candidates:
-                    continue
             victim = self.kill_rng.choice(candidates)
             delay = self.kill_rng.uniform(0.2, 1.5)
             self.result.kills.append(
