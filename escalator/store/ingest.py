@@ -2,11 +2,11 @@
 
 Events arrive in bursts (a reservation's created, accepted and the task's updates come within
 milliseconds, for many tasks at once), and each must be durable before TaskRouter gets its 204.
-Events that arrive together are applied as one set: three reads for the whole batch (their
-escalations, the history of those not decoded lately (recent.py), which events are already
-stored), the state machine in memory in arrival order, then one insert per table and one update
-per escalation, in one transaction and one commit. Statements are built once, with bind
-parameters, so SQLAlchemy compiles each a single time.
+Events that arrive together are applied as one set: a few reads for the whole batch (their
+escalations' ids and versions, the rows and history of those not decoded lately (recent.py),
+which events are already stored), the state machine in memory in arrival order, then one
+insert per table and one update per escalation, in one transaction and one commit. Statements
+are built once, with bind parameters, so SQLAlchemy compiles each a single time.
 """
 
 from __future__ import annotations
