@@ -37,6 +37,7 @@ from benchlib import (
     ACCOUNT_SID,
     API_KEY,
     AUTH_TOKEN,
+    PACKAGES,
     PUBLIC_URL,
     CpuMeter,
     commit_ceiling,
@@ -476,18 +477,7 @@ def _machine(database: dict[str, Any]) -> dict[str, Any]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
-        "packages": {
-            name: version(name)
-            for name in (
-                "escalator",
-                "aiohttp",
-                "twilio",
-                "sqlalchemy",
-                "aiosqlite",
-                "asyncpg",
-                "structlog",
-            )
-        },
+        "packages": {name: version(name) for name in PACKAGES},
         "database": database,
     }
 
