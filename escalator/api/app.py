@@ -269,8 +269,10 @@ def create_app(
         )
         app[DISPATCHER] = dispatcher
         app[_LEASE_OWNER] = owner
+        app[STORE].hand_new_work_to(dispatcher)
         loop = asyncio.create_task(dispatcher.run(), name="dispatcher")
         yield
+        app[STORE].hand_new_work_to(None)
         dispatcher.stop()
         await _finish(loop, _stop_budget(app))
         await release_leases(app)

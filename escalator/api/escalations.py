@@ -12,7 +12,7 @@ from escalator.api.idempotency import (
     idempotency_key,
     parse_key,
 )
-from escalator.api.keys import CLOCK, DISPATCHER, METRICS, NEW_ID, ROUTING, SETTINGS, STORE
+from escalator.api.keys import CLOCK, METRICS, NEW_ID, ROUTING, SETTINGS, STORE
 from escalator.api.problems import Problem
 from escalator.api.resources import escalation_resource
 from escalator.dispatcher.callback_urls import CallbackUrlRefused, UrlPolicy, check_callback_url
@@ -110,9 +110,7 @@ async def create_escalation(request: web.Request) -> web.Response:
             department=escalation.department,
             channel=escalation.channel.value,
         )
-        dispatcher = request.app.get(DISPATCHER)
-        if dispatcher is not None:
-            dispatcher.wake()
+        # The store handed its create row to this process's dispatcher, or woke it.
         return web.json_response(
             escalation_resource(escalation), status=201, headers={"Location": location}
         )

@@ -103,8 +103,9 @@ class TaskCreates:
         return deadline - asyncio.get_running_loop().time() - 2 * self._call_timeout
 
     async def handle(self, item: OutboxItem, lookup: Lookup | None, deadline: float) -> None:
-        """Find or create the escalation's task; ``lookup`` is what a batched lookup found."""
-        escalation = await self._store.get_escalation(item.escalation_id)
+        """Find or create the escalation's task; ``lookup`` is what a batched lookup found.
+        The escalation is read unless the row came with it."""
+        escalation = item.escalation or await self._store.get_escalation(item.escalation_id)
         if escalation is None:
             await self._store.drop_outbox(item, owner=self._owner)
             return

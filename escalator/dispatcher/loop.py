@@ -24,6 +24,7 @@ from escalator.store import (
     OUTBOX_KINDS,
     RESET_WORKER,
     STATUS_CALLBACK,
+    Claim,
     OutboxItem,
     Store,
 )
@@ -37,7 +38,9 @@ _log = get_logger(__name__)
 
 class Dispatcher:
     """Leases due outbox rows: finds or creates each escalation's task exactly once, and
-    puts timed-out workers back to work."""
+    puts timed-out workers back to work. New escalations' create rows come to it straight
+    from the transaction that wrote them, already leased (the store's ``Handoff``), while it
+    has room in hand and no older row is waiting."""
 
     def __init__(
         self,
@@ -81,6 +84,12 @@ class Dispatcher:
         self._in_hand = 0
         self._room = asyncio.Event()
         self._refill = max(1, batch * 3 // 4)
+        self._working: set[asyncio.Task[None]] = set()
+        # Create rows were written unleased (no room in hand): they go first, so no new row
+        # is claimed until a lease comes back with room to spare. The count tells a lease
+        # whether another row was left meanwhile.
+        self._unleased_waiting = False
+        self._unleased_left = 0
         self._resets = WorkerResets(
             store=store,
             taskrouter=taskrouter,
@@ -127,6 +136,39 @@ class Dispatcher:
         self._stopping.set()
         self._wakeup.set()
 
+    def claim(self) -> Claim | None:
+        """A lease for a new escalation's create row, while there is room in hand and no
+        older row waits for one (the store's ``Handoff``)."""
+        if self._stopping.is_set():
+            return None
+        if self._unleased_waiting or self._in_hand >= self._batch:
+            self.left_unleased()
+            return None
+        self._in_hand += 1
+        deadline = asyncio.get_running_loop().time() + self._lease.total_seconds() - 1.0
+        return Claim(owner=self._owner, expires_at=self._clock() + self._lease, deadline=deadline)
+
+    def take(self, claim: Claim, item: OutboxItem | None) -> None:
+        """Carry out the create row written under ``claim`` (None: the claim comes back)."""
+        if item is None or self._stopping.is_set():
+            # Stopping: a row written under the claim keeps our lease, which release_leases
+            # gives up (or which runs out), and it is then looked for before any create.
+            self._in_hand -= 1
+            self._room.set()
+            return
+        self._keep(self._carry_out([item], claim.deadline))
+
+    def left_unleased(self) -> None:
+        """Create rows were written without a lease: lease them before claiming new ones."""
+        self._unleased_waiting = True
+        self._unleased_left += 1
+        self._wakeup.set()
+
+    def _keep(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._working.add(task)
+        task.add_done_callback(self._working.discard)
+
     async def run(self) -> None:
         """Dispatch until stopped. Up to ``batch`` rows are in hand at once, and while more
         are due each row done makes room for the next: one slow call (an answer held back, a
@@ -137,7 +179,6 @@ class Dispatcher:
         # Whether the last lease was full: more rows may be due, so a row done is a reason to
         # lease again (otherwise new work comes with a wake, or the interval).
         backlog = False
-        working: set[asyncio.Task[None]] = set()
         try:
             while not self._stopping.is_set():
                 self._room.clear()
@@ -149,9 +190,12 @@ class Dispatcher:
                 if free > 0 and (self._in_hand == 0 or free >= self._refill):
                     self._wakeup.clear()  # this lease sees every commit made before it
                     try:
-                        leased = await self._start(free, working)
+                        left = self._unleased_left
+                        leased = await self._start(free)
                         outage = 0
                         backlog = leased == free
+                        if not backlog and left == self._unleased_left:
+                            self._unleased_waiting = False
                     except StoreUnavailable:
                         backlog = False
                         outage += 1
@@ -171,12 +215,12 @@ class Dispatcher:
         except asyncio.CancelledError:
             # Out of time (shutdown's grace): the rows in hand are given up with it; their
             # leases run out and they are taken again, looked for before any create.
-            for task in working:
+            for task in self._working:
                 task.cancel()
             raise
         finally:
-            if working:
-                await asyncio.gather(*working, return_exceptions=True)
+            while self._working:
+                await asyncio.gather(*self._working, return_exceptions=True)
 
     async def _rest(self, seconds: float, *, backlog: bool) -> None:
         """Wait up to ``seconds``. A commit (wake) ends the wait early: new work, or the
@@ -195,15 +239,13 @@ class Dispatcher:
             for waiter in waits:
                 waiter.cancel()
 
-    async def _start(self, limit: int, working: set[asyncio.Task[None]]) -> int:
+    async def _start(self, limit: int) -> int:
         """Lease up to ``limit`` due rows and start carrying them out; how many were leased."""
         deadline = asyncio.get_running_loop().time() + self._lease.total_seconds() - 1.0
         items = await self._lease_due(limit)
         if items:
             self._in_hand += len(items)
-            task = asyncio.create_task(self._carry_out(items, deadline))
-            working.add(task)
-            task.add_done_callback(working.discard)
+            self._keep(self._carry_out(items, deadline))
         return len(items)
 
     async def run_once(self) -> int:

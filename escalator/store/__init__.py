@@ -21,6 +21,8 @@ __all__ = [
     "RESET_WORKER",
     "STATUS_CALLBACK",
     "Cancel",
+    "Claim",
+    "Handoff",
     "IdempotencyKey",
     "IdempotencyResult",
     "IngestResult",
@@ -77,6 +79,40 @@ class OutboxItem:
     ambiguous: bool
     due_at: datetime
     payload: dict[str, Any] | None = None
+    # A create row's escalation as committed when the row was leased or written, so that the
+    # dispatcher need not read it again (None: read it).
+    escalation: Escalation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A dispatcher's lease on a create row not yet written: the row is written leased to
+    ``owner`` until ``expires_at``, and handed to that dispatcher once committed."""
+
+    owner: str
+    expires_at: datetime
+    # When the dispatcher must be done with the row, on its event loop's clock.
+    deadline: float
+
+
+class Handoff(Protocol):
+    """Carries out new escalations' create rows as soon as they are committed, without leasing
+    or reading them again (the dispatcher of this process)."""
+
+    def claim(self) -> Claim | None:
+        """A lease for one new create row, or None (no room in hand: the row is written
+        unleased, and the dispatcher leases it in its turn)."""
+        ...
+
+    def take(self, claim: Claim, item: OutboxItem | None) -> None:
+        """The row written under ``claim``, committed, with its escalation; None when nothing
+        was written under it (the conversation had an open escalation, or the transaction
+        failed)."""
+        ...
+
+    def left_unleased(self) -> None:
+        """Create rows were committed without a claim: lease them in turn."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +146,11 @@ class KeyedCreation:
 
 class Store(Protocol):
     """What the service needs from a database."""
+
+    def hand_new_work_to(self, handoff: Handoff | None) -> None:
+        """From now on, offer the create rows of new escalations to ``handoff`` (None: to
+        nobody; they wait for a lease)."""
+        ...
 
     async def create_escalation(self, escalation: Escalation) -> tuple[Escalation, bool]:
         """Insert an escalation and its outbox row in one transaction.

@@ -15,14 +15,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from escalator.domain.escalation import OPEN_STATUSES, Escalation
-from escalator.store import CREATE_TASK, IdempotencyKey, IdempotencyResult, KeyedCreation
-from escalator.store.rows import escalation_from_rows, escalation_values, history_values
+from escalator.store import CREATE_TASK, Claim, IdempotencyKey, IdempotencyResult, KeyedCreation
+from escalator.store.plans import Plan, Step
+from escalator.store.rows import escalation_values, escalations_by_id, history_values
 from escalator.store.schema import escalations, history, idempotency_keys, outbox
 
-__all__ = ["MAX_CREATE_BATCH", "PendingCreate", "create_batch", "expired_keys"]
+__all__ = [
+    "MAX_CREATE_BATCH",
+    "CreatedBatch",
+    "PendingCreate",
+    "create_plan",
+    "expired_keys",
+    "outbox_row",
+]
 
 # Requests per transaction: enough to amortise the commit, few enough for short IN lists.
 MAX_CREATE_BATCH = 100
@@ -33,14 +40,12 @@ _OPEN_FOR = sa.select(escalations).where(
     escalations.c.conversation_id.in_(sa.bindparam("conversations", expanding=True)),
     escalations.c.status.in_([status.value for status in OPEN_STATUSES]),
 )
-_BY_ID = sa.select(escalations).where(escalations.c.id.in_(sa.bindparam("ids", expanding=True)))
-_HISTORY = (
-    sa.select(history)
-    .where(history.c.escalation_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(history.c.id)
-)
 _KEYS = sa.select(idempotency_keys).where(
     idempotency_keys.c.key.in_(sa.bindparam("keys", expanding=True))
+)
+# The ids of the create rows, in the order of the rows given (the claimed ones are handed off).
+_INSERT_OUTBOX = sa.insert(outbox).returning(
+    outbox.c.id, outbox.c.escalation_id, sort_by_parameter_order=True
 )
 _FORGET_KEY = sa.delete(idempotency_keys).where(
     idempotency_keys.c.scope == sa.bindparam("old_scope"),
@@ -54,6 +59,8 @@ class PendingCreate:
 
     escalation: Escalation
     key: IdempotencyKey | None = None
+    # The dispatcher's lease, when one is to carry the create row out at once.
+    claim: Claim | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,26 +112,33 @@ class _Batch:
         return IdempotencyResult.NEW, answer, new
 
 
-def _rows(connection: Connection, statement: Any, parameters: dict[str, Any]) -> Sequence[Any]:
-    return connection.execute(statement, parameters).mappings().all()
+@dataclass(frozen=True, slots=True)
+class CreatedBatch:
+    """What each request of a batch gets, and the create rows written under a claim (their
+    ids by escalation id): those go straight to the dispatcher that claimed them."""
+
+    results: list[KeyedCreation]
+    claimed_rows: dict[str, int]
 
 
-def _load(connection: Connection, ids: Sequence[str]) -> dict[str, Escalation]:
-    if not ids:
-        return {}
-    rows = _rows(connection, _BY_ID, {"ids": list(ids)})
-    entries: dict[str, list[Any]] = {row["id"]: [] for row in rows}
-    for entry in _rows(connection, _HISTORY, {"ids": list(entries)}):
-        entries[entry["escalation_id"]].append(entry)
-    return {row["id"]: escalation_from_rows(row, entries[row["id"]]) for row in rows}
+def outbox_row(escalation: Escalation, claim: Claim | None) -> dict[str, Any]:
+    """The create row of a new escalation, leased under ``claim`` when there is one."""
+    return {
+        "escalation_id": escalation.id,
+        "kind": CREATE_TASK,
+        "due_at": escalation.created_at,
+        "created_at": escalation.created_at,
+        "lease_owner": claim.owner if claim else None,
+        "lease_expires_at": claim.expires_at if claim else None,
+    }
 
 
-def create_batch(connection: Connection, batch: Sequence[PendingCreate]) -> list[KeyedCreation]:
-    """In the caller's write transaction: what each request of ``batch`` gets, once written."""
+def create_plan(batch: Sequence[PendingCreate]) -> Plan[CreatedBatch]:
+    """One write transaction's statements: what each request of ``batch`` gets, once written."""
     conversations = sorted({p.escalation.conversation_id for p in batch})
-    open_rows = _rows(connection, _OPEN_FOR, {"conversations": conversations})
+    open_rows = yield Step(_OPEN_FOR, {"conversations": conversations}, reads=True)
     keys = sorted({p.key.key for p in batch if p.key is not None})
-    stored_keys = _rows(connection, _KEYS, {"keys": keys}) if keys else []
+    stored_keys = (yield Step(_KEYS, {"keys": keys}, reads=True)) if keys else []
     state = _Batch(
         open_by_conversation={row["conversation_id"]: row["id"] for row in open_rows},
         keys={
@@ -136,39 +150,36 @@ def create_batch(connection: Connection, batch: Sequence[PendingCreate]) -> list
     )
     decisions = [state.decide(pending) for pending in batch]
     created = list(state.created.values())
+    claims = {p.escalation.id: p.claim for p in batch if p.claim is not None}
+    claimed_rows: dict[str, int] = {}
     if state.reclaimed:
-        connection.execute(_FORGET_KEY, state.reclaimed)
+        yield Step(_FORGET_KEY, state.reclaimed)
     if created:
-        connection.execute(sa.insert(escalations), [escalation_values(e) for e in created])
-        connection.execute(
+        yield Step(sa.insert(escalations), [escalation_values(e) for e in created])
+        yield Step(
             sa.insert(history), [row for e in created for row in history_values(e.id, e.history)]
         )
-        connection.execute(
-            sa.insert(outbox),
-            [
-                {
-                    "escalation_id": e.id,
-                    "kind": CREATE_TASK,
-                    "due_at": e.created_at,
-                    "created_at": e.created_at,
-                }
-                for e in created
-            ],
+        rows = yield Step(
+            _INSERT_OUTBOX, [outbox_row(e, claims.get(e.id)) for e in created], reads=True
         )
+        claimed_rows = {
+            row["escalation_id"]: row["id"] for row in rows if row["escalation_id"] in claims
+        }
     if state.key_rows:
-        connection.execute(sa.insert(idempotency_keys), state.key_rows)
+        yield Step(sa.insert(idempotency_keys), state.key_rows)
         now = min(p.key.received_at for p in batch if p.key is not None)
-        connection.execute(expired_keys(now, limit=_PURGE_BATCH))
-    others = _load(
-        connection, sorted({i for _, i, new in decisions if i and not new} - state.created.keys())
+        yield Step(expired_keys(now, limit=_PURGE_BATCH))
+    others = yield from escalations_by_id(
+        sorted({i for _, i, new in decisions if i and not new} - state.created.keys())
     )
     known = {**others, **state.created}
-    return [
+    results = [
         KeyedCreation(result, known.get(answer), new)
         if result is not IdempotencyResult.MISMATCH
         else KeyedCreation(result)
         for result, answer, new in decisions
     ]
+    return CreatedBatch(results, claimed_rows)
 
 
 def expired_keys(now: Any, *, limit: int) -> sa.Delete:

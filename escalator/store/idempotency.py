@@ -48,7 +48,7 @@ class IdempotencyKeys(StoreConnections):
     _creates: GroupCommit[PendingCreate, KeyedCreation]
 
     async def create_escalation(
-        self, escalation: Escalation, *, key: IdempotencyKey | None = None
+        self, escalation: Escalation, *, key: IdempotencyKey | None = None, alone: bool = False
     ) -> tuple[Escalation, bool]:
         raise NotImplementedError
 

@@ -19,8 +19,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection, CursorResult
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from escalator.domain.escalation import Escalation
 from escalator.domain.events import TaskRouterEvent
@@ -28,9 +26,10 @@ from escalator.errors import StoreUnavailable
 from escalator.store import RESET_WORKER, Ingested, IngestResult, Reaction
 from escalator.store.connections import StoreConnections
 from escalator.store.group_commit import GroupCommit
+from escalator.store.plans import Plan, Step, run_in_thread, run_on_loop
 from escalator.store.recent import RecentEscalations
 from escalator.store.reporting import status_callback_rows
-from escalator.store.rows import escalation_from_rows, history_values, state_values
+from escalator.store.rows import escalations_by_id, history_values, state_values
 from escalator.store.schema import escalations, events, history, outbox
 
 __all__ = ["MAX_EVENT_BATCH", "RECENT_ESCALATIONS", "EventIngestion", "PendingEvent"]
@@ -55,12 +54,6 @@ _OWNERS = sa.select(escalations.c.id, escalations.c.version).where(
             escalations.c.task_sid.is_(None),
         ),
     )
-)
-_ROWS = sa.select(escalations).where(escalations.c.id.in_(sa.bindparam("ids", expanding=True)))
-_HISTORY = (
-    sa.select(history)
-    .where(history.c.escalation_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(history.c.id)
 )
 _STORED_KEYS = sa.select(events.c.key).where(events.c.key.in_(sa.bindparam("keys", expanding=True)))
 _SAVE_STATE = sa.update(escalations).where(
@@ -153,39 +146,21 @@ def _event_row(event: TaskRouterEvent, escalation_id: str, received_at: datetime
     }
 
 
-@dataclass(frozen=True, slots=True)
-class _Step:
-    """One statement of a batch: rows back when ``reads``, else the count of rows written."""
-
-    statement: Any
-    parameters: Any
-    reads: bool = False
-
-    def answer(self, result: CursorResult[Any]) -> Any:
-        return result.mappings().all() if self.reads else result.rowcount
-
-
-# A batch's statements as a generator: it yields each step and is sent its answer, so one plan
-# serves the thread's synchronous connection and the event loop's asynchronous one alike.
-_Plan = Generator[_Step, Any, list[Ingested | Exception]]
+# A batch's statements as a plan (plans.py): one serves both kinds of connection.
+_Plan = Plan[list[Ingested | Exception]]
 
 
 def _escalations(
     rows: Sequence[Any], recent: RecentEscalations
-) -> Generator[_Step, Any, dict[str, Escalation]]:
+) -> Generator[Step, Any, dict[str, Escalation]]:
     """The escalations of these (id, version) rows: the recent ones as they are, the others
     read whole with their history (two statements for all of them)."""
     current: dict[str, Escalation] = {}
     for row in rows:
         if (known := recent.get(row["id"], row["version"])) is not None:
             current[row["id"]] = known
-    entries: dict[str, list[Any]] = {row["id"]: [] for row in rows if row["id"] not in current}
-    if entries:
-        whole = yield _Step(_ROWS, {"ids": list(entries)}, reads=True)
-        for entry in (yield _Step(_HISTORY, {"ids": list(entries)}, reads=True)):
-            entries[entry["escalation_id"]].append(entry)
-        for row in whole:
-            current[row["id"]] = escalation_from_rows(row, entries[row["id"]])
+    missing = [row["id"] for row in rows if row["id"] not in current]
+    current.update((yield from escalations_by_id(missing)))
     return current
 
 
@@ -194,10 +169,10 @@ def _plan(
 ) -> _Plan:
     task_sids = sorted({p.event.task_sid for p in batch if p.event.task_sid is not None})
     ids = sorted({p.event.escalation_id for p in batch if p.event.escalation_id is not None})
-    rows = yield _Step(_OWNERS, {"task_sids": task_sids, "ids": ids}, reads=True)
+    rows = yield Step(_OWNERS, {"task_sids": task_sids, "ids": ids}, reads=True)
     current = yield from _escalations(rows, recent)
     keys = sorted({p.event.key for p in batch})
-    stored = yield _Step(_STORED_KEYS, {"keys": keys}, reads=True)
+    stored = yield Step(_STORED_KEYS, {"keys": keys}, reads=True)
     state = _Batch(
         current=current,
         loaded_version={key: e.version for key, e in current.items()},
@@ -211,43 +186,21 @@ def _plan(
         except Exception as exc:  # a bug in one event's reaction fails that event alone
             results.append(exc)
     if state.event_rows:
-        yield _Step(sa.insert(events), state.event_rows)
+        yield Step(sa.insert(events), state.event_rows)
     saved = state.saved_states()
     if saved and sums_rowcounts:
         # One executemany: its rowcount is the sum, so a lost version check still shows.
-        if (yield _Step(_SAVE_STATE, saved)) != len(saved):
+        if (yield Step(_SAVE_STATE, saved)) != len(saved):
             raise _Conflict()
     else:
         for values in saved:
-            if (yield _Step(_SAVE_STATE, values)) != 1:
+            if (yield Step(_SAVE_STATE, values)) != 1:
                 raise _Conflict()
     if state.history_rows:
-        yield _Step(sa.insert(history), state.history_rows)
+        yield Step(sa.insert(history), state.history_rows)
     if state.outbox_rows:
-        yield _Step(sa.insert(outbox), state.outbox_rows)
+        yield Step(sa.insert(outbox), state.outbox_rows)
     return results
-
-
-def _run_in_thread(plan: _Plan, connection: Connection) -> list[Ingested | Exception]:
-    answer = None
-    while True:
-        try:
-            step = plan.send(answer)
-        except StopIteration as done:
-            results: list[Ingested | Exception] = done.value
-            return results
-        answer = step.answer(connection.execute(step.statement, step.parameters))
-
-
-async def _run_on_loop(plan: _Plan, connection: AsyncConnection) -> list[Ingested | Exception]:
-    answer = None
-    while True:
-        try:
-            step = plan.send(answer)
-        except StopIteration as done:
-            results: list[Ingested | Exception] = done.value
-            return results
-        answer = step.answer(await connection.execute(step.statement, step.parameters))
 
 
 class EventIngestion(StoreConnections):
@@ -295,11 +248,11 @@ class EventIngestion(StoreConnections):
                 # to finish what it is doing (parsing the next callbacks): under load that wait,
                 # times a dozen statements, not SQLite, is what a batch costs.
                 plan = _plan(batch, sums_rowcounts=True, recent=self._recent)
-                return await self._write_in_thread(partial(_run_in_thread, plan))
+                return await self._write_in_thread(partial(run_in_thread, plan))
             async with self._write() as connection:
                 sums = connection.dialect.supports_sane_multi_rowcount
                 plan = _plan(batch, sums_rowcounts=sums, recent=self._recent)
-                return await _run_on_loop(plan, connection)
+                return await run_on_loop(plan, connection)
         except sa_exc.IntegrityError:
             # Another replica stored one of these events first (PostgreSQL): read again.
             raise _Conflict() from None

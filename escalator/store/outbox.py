@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from escalator.domain.escalation import Escalation
 from escalator.domain.ids import EscalationId, OutboxId, TaskSid
-from escalator.store import CANCEL_TASK, OUTBOX_KINDS, OutboxItem
+from escalator.store import CREATE_TASK, OUTBOX_KINDS, OutboxItem
+from escalator.store.completes import Completion, LostLease, complete_plan
 from escalator.store.connections import StoreConnections
+from escalator.store.group_commit import GroupCommit
+from escalator.store.plans import Plan, Step, run_in_thread, run_on_loop
+from escalator.store.recent import RecentEscalations
 from escalator.store.reporting import owe_status_callbacks, save_change
+from escalator.store.rows import escalations_by_id
 from escalator.store.schema import escalations, outbox
 
 __all__ = ["OutboxQueries"]
@@ -21,8 +26,65 @@ __all__ = ["OutboxQueries"]
 _RECORD_ATTEMPTS = 5
 
 
+def _lease_plan(
+    *, owner: str, until: datetime, now: datetime, limit: int, kinds: Collection[str]
+) -> Plan[list[OutboxItem]]:
+    due = (
+        sa.select(outbox.c.id)
+        .where(
+            # Only kinds this code knows: during a rolling deploy an older replica must not
+            # lease (and hold) rows that only newer code can carry out.
+            outbox.c.kind.in_(list(kinds)),
+            outbox.c.due_at <= now,
+            sa.or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at < now),
+        )
+        .order_by(outbox.c.due_at, outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    statement = (
+        sa.update(outbox)
+        .where(outbox.c.id.in_(due))
+        .values(
+            lease_owner=owner,
+            lease_expires_at=until,
+            # An expired lease means its holder died or stalled, maybe mid-request.
+            ambiguous=sa.or_(outbox.c.ambiguous, outbox.c.lease_owner.is_not(None)),
+        )
+        .returning(
+            outbox.c.id,
+            outbox.c.escalation_id,
+            outbox.c.kind,
+            outbox.c.attempts,
+            outbox.c.ambiguous,
+            outbox.c.due_at,
+            outbox.c.payload,
+        )
+    )
+    rows = yield Step(statement, reads=True)
+    creates = sorted({row["escalation_id"] for row in rows if row["kind"] == CREATE_TASK})
+    loaded = yield from escalations_by_id(creates)
+    items = [
+        OutboxItem(
+            id=OutboxId(row["id"]),
+            escalation_id=EscalationId(row["escalation_id"]),
+            kind=row["kind"],
+            attempts=row["attempts"],
+            ambiguous=bool(row["ambiguous"]),
+            due_at=row["due_at"],
+            payload=row["payload"],
+            escalation=loaded.get(row["escalation_id"]) if row["kind"] == CREATE_TASK else None,
+        )
+        for row in rows
+    ]
+    return sorted(items, key=lambda item: (item.due_at, item.id))
+
+
 class OutboxQueries(StoreConnections):
     """Mixed into ``SqlStore``: the outbox, leased by the dispatchers of every replica."""
+
+    _completions: GroupCommit[Completion, bool]
+    _recent: RecentEscalations
 
     async def lease_outbox(
         self,
@@ -33,54 +95,13 @@ class OutboxQueries(StoreConnections):
         limit: int,
         kinds: Collection[str] = OUTBOX_KINDS,
     ) -> list[OutboxItem]:
-        """Lease due rows; a row whose earlier lease ran out is marked ambiguous."""
-        due = (
-            sa.select(outbox.c.id)
-            .where(
-                # Only kinds this code knows: during a rolling deploy an older replica must not
-                # lease (and hold) rows that only newer code can carry out.
-                outbox.c.kind.in_(list(kinds)),
-                outbox.c.due_at <= now,
-                sa.or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at < now),
-            )
-            .order_by(outbox.c.due_at, outbox.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        statement = (
-            sa.update(outbox)
-            .where(outbox.c.id.in_(due))
-            .values(
-                lease_owner=owner,
-                lease_expires_at=now + lease_for,
-                # An expired lease means its holder died or stalled, maybe mid-request.
-                ambiguous=sa.or_(outbox.c.ambiguous, outbox.c.lease_owner.is_not(None)),
-            )
-            .returning(
-                outbox.c.id,
-                outbox.c.escalation_id,
-                outbox.c.kind,
-                outbox.c.attempts,
-                outbox.c.ambiguous,
-                outbox.c.due_at,
-                outbox.c.payload,
-            )
-        )
+        """Lease due rows, create rows with their escalations; a row whose earlier lease ran
+        out is marked ambiguous."""
+        plan = _lease_plan(owner=owner, until=now + lease_for, now=now, limit=limit, kinds=kinds)
+        if self._thread_engine is not None:
+            return await self._write_in_thread(partial(run_in_thread, plan))
         async with self._write() as connection:
-            rows = (await connection.execute(statement)).mappings().all()
-        items = [
-            OutboxItem(
-                id=OutboxId(row["id"]),
-                escalation_id=EscalationId(row["escalation_id"]),
-                kind=row["kind"],
-                attempts=row["attempts"],
-                ambiguous=bool(row["ambiguous"]),
-                due_at=row["due_at"],
-                payload=row["payload"],
-            )
-            for row in rows
-        ]
-        return sorted(items, key=lambda item: (item.due_at, item.id))
+            return await run_on_loop(plan, connection)
 
     async def complete_outbox(
         self,
@@ -92,53 +113,33 @@ class OutboxQueries(StoreConnections):
         cancel_task: TaskSid | None = None,
     ) -> bool:
         """Save the new state and drop the row, and owe ``cancel_task``'s cancel (due at
-        ``current.updated_at``); False when the lease or the version was lost."""
-        async with self._write() as connection:
-            deleted = await connection.execute(
-                sa.delete(outbox).where(outbox.c.id == item.id, outbox.c.lease_owner == owner)
-            )
-            if deleted.rowcount != 1:
-                return False
-            if cancel_task is not None:
-                await self._owe_late_cancel(connection, current, cancel_task)
-            if current is previous:
-                return True
-            if not await save_change(connection, previous, current):
-                await connection.rollback()
-                return False
-            await owe_status_callbacks(connection, previous, current, current.updated_at)
-        self.changes.publish(current.id)
-        return True
+        ``current.updated_at``); False when the lease or the version was lost. On SQLite,
+        completions ready together share a transaction (completes.py)."""
+        completion = Completion(item, owner, previous, current, cancel_task)
+        if self._thread_engine is not None:
+            return await self._completions.submit(completion)
+        try:
+            async with self._write() as connection:
+                (done,) = await run_on_loop(complete_plan([completion]), connection)
+        except LostLease:
+            return False
+        if done:
+            self._completed([completion])
+        return done
 
-    async def _owe_late_cancel(
-        self, connection: AsyncConnection, escalation: Escalation, task_sid: TaskSid
-    ) -> None:
-        """Owe the cancel of a task that appeared after its escalation ended, or while its
-        client's cancel waited."""
-        now = escalation.updated_at
-        # A client cancel that came while the task was being created left a cancel row that
-        # will look the task up once the create's lease is over: tell it the task instead,
-        # due now (one cancel, no lookup). A row already leased may have looked too early:
-        # owe a second cancel then (cancelling a canceled task changes nothing).
-        told = await connection.execute(
-            sa.update(outbox)
-            .where(
-                outbox.c.escalation_id == escalation.id,
-                outbox.c.kind == CANCEL_TASK,
-                outbox.c.lease_owner.is_(None),
-            )
-            .values(payload={"task_sid": task_sid}, due_at=now)
-        )
-        if told.rowcount == 0:
-            await connection.execute(
-                sa.insert(outbox).values(
-                    escalation_id=escalation.id,
-                    kind=CANCEL_TASK,
-                    due_at=now,
-                    created_at=now,
-                    payload={"task_sid": task_sid},
-                )
-            )
+    async def _complete_batch(self, batch: Sequence[Completion]) -> list[bool]:
+        """SQLite: a batch of completions in one transaction on the writer thread (one writer,
+        so a lease checked in the transaction cannot be lost in it)."""
+        done = await self._write_in_thread(partial(run_in_thread, complete_plan(batch)))
+        self._completed([c for c, ok in zip(batch, done, strict=True) if ok])
+        return done
+
+    def _completed(self, completions: Sequence[Completion]) -> None:
+        """After the commit: events find these states decoded, and watchers hear of them."""
+        self._recent.remember(c.current for c in completions)
+        for completion in completions:
+            if completion.current is not completion.previous:
+                self.changes.publish(completion.current.id)
 
     async def drop_outbox(self, item: OutboxItem, *, owner: str) -> bool:
         """Delete a done row; False when the lease was lost meanwhile."""

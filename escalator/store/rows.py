@@ -1,4 +1,4 @@
-"""Conversion between escalations and table rows."""
+"""Conversion between escalations and table rows, and the plan that reads escalations whole."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import RowMapping
 
 from escalator.domain.escalation import (
@@ -19,8 +20,34 @@ from escalator.domain.escalation import (
 )
 from escalator.domain.ids import EscalationId, ReservationSid, TaskSid, WorkerSid
 from escalator.domain.request import Channel, Customer
+from escalator.store.plans import Plan, Step
+from escalator.store.schema import escalations, history
 
-__all__ = ["escalation_from_rows", "escalation_values", "history_values", "state_values"]
+__all__ = [
+    "escalation_from_rows",
+    "escalation_values",
+    "escalations_by_id",
+    "history_values",
+    "state_values",
+]
+
+_BY_ID = sa.select(escalations).where(escalations.c.id.in_(sa.bindparam("ids", expanding=True)))
+_HISTORY = (
+    sa.select(history)
+    .where(history.c.escalation_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(history.c.id)
+)
+
+
+def escalations_by_id(ids: Sequence[str]) -> Plan[dict[str, Escalation]]:
+    """The escalations with these ids, each with its history (two statements for all)."""
+    if not ids:
+        return {}
+    rows = yield Step(_BY_ID, {"ids": list(ids)}, reads=True)
+    entries: dict[str, list[Any]] = {row["id"]: [] for row in rows}
+    for entry in (yield Step(_HISTORY, {"ids": list(entries)}, reads=True)):
+        entries[entry["escalation_id"]].append(entry)
+    return {row["id"]: escalation_from_rows(row, entries[row["id"]]) for row in rows}
 
 
 def escalation_values(escalation: Escalation) -> dict[str, Any]:

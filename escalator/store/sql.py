@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -17,14 +18,24 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from escalator.domain.escalation import OPEN_STATUSES, Escalation
-from escalator.domain.ids import EscalationId
+from escalator.domain.ids import EscalationId, OutboxId
 from escalator.errors import StoreUnavailable
 from escalator.store import (
     CREATE_TASK,
+    Handoff,
     IdempotencyKey,
+    IdempotencyResult,
     KeyedCreation,
+    OutboxItem,
 )
-from escalator.store.creates import MAX_CREATE_BATCH, PendingCreate, create_batch
+from escalator.store.completes import MAX_COMPLETE_BATCH
+from escalator.store.creates import (
+    MAX_CREATE_BATCH,
+    CreatedBatch,
+    PendingCreate,
+    create_plan,
+    outbox_row,
+)
 from escalator.store.engine import WRITE
 from escalator.store.feed import ChangeFeed
 from escalator.store.group_commit import GroupCommit
@@ -32,6 +43,7 @@ from escalator.store.idempotency import IdempotencyKeys
 from escalator.store.ingest import MAX_EVENT_BATCH, RECENT_ESCALATIONS, EventIngestion
 from escalator.store.migrate import current_revision, serves_revision
 from escalator.store.outbox import OutboxQueries
+from escalator.store.plans import run_in_thread, run_on_loop
 from escalator.store.recent import RecentEscalations
 from escalator.store.reporting import ReportingQueries
 from escalator.store.rows import escalation_from_rows, escalation_values, history_values
@@ -49,6 +61,8 @@ _UNAVAILABLE = (
 )
 _OPEN = [status.value for status in OPEN_STATUSES]
 Result = TypeVar("Result")
+# What a batch of creates answers each of its requests: its creation, or its own error.
+Outcome = KeyedCreation | BaseException
 
 
 @asynccontextmanager
@@ -88,6 +102,8 @@ class SqlStore(EventIngestion, OutboxQueries, ReportingQueries, IdempotencyKeys)
         self._event_batches = GroupCommit(self._ingest_batch, max_batch=MAX_EVENT_BATCH)
         self._recent = RecentEscalations(recent_escalations)
         self._creates = GroupCommit(self._create_batch, max_batch=MAX_CREATE_BATCH)
+        self._completions = GroupCommit(self._complete_batch, max_batch=MAX_COMPLETE_BATCH)
+        self._handoff: Handoff | None = None
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -148,25 +164,78 @@ class SqlStore(EventIngestion, OutboxQueries, ReportingQueries, IdempotencyKeys)
                 ),
             )
 
-    async def _create_batch(self, batch: Sequence[PendingCreate]) -> list[KeyedCreation]:
-        return await self._write_in_thread(partial(create_batch, batch=batch))
+    def hand_new_work_to(self, handoff: Handoff | None) -> None:
+        """Offer new escalations' create rows to ``handoff`` from now on (None: to nobody)."""
+        self._handoff = handoff
+
+    async def _create_batch(self, batch: Sequence[PendingCreate]) -> list[Outcome]:
+        """Create a batch of escalations in one transaction, their create rows leased to this
+        process's dispatcher while it has room (and handed to it once committed)."""
+        handoff = self._handoff
+        if handoff is not None:
+            batch = [replace(p, claim=handoff.claim()) for p in batch]
+        try:
+            done = await self._run_create_plan(batch)
+        except _OneAtATime:
+            # Another replica opened one of these conversations meanwhile (PostgreSQL): the
+            # partial unique index refused the whole batch. Each request on its own instead.
+            _hand_over(handoff, batch, CreatedBatch([], {}))
+            return [await self._create_alone(p.escalation) for p in batch]
+        except BaseException:
+            _hand_over(handoff, batch, CreatedBatch([], {}))
+            raise
+        _hand_over(handoff, batch, done)
+        return list(done.results)
+
+    async def _run_create_plan(self, batch: Sequence[PendingCreate]) -> CreatedBatch:
+        if self._thread_engine is not None:
+            return await self._write_in_thread(partial(run_in_thread, create_plan(batch)))
+        try:
+            async with self._write() as connection:
+                return await run_on_loop(create_plan(batch), connection)
+        except sa_exc.IntegrityError:
+            raise _OneAtATime() from None
+
+    async def _create_alone(self, escalation: Escalation) -> Outcome:
+        try:
+            stored, created = await self.create_escalation(escalation, key=None, alone=True)
+        except Exception as exc:  # this request's own failure, not the batch's
+            return exc
+        return KeyedCreation(IdempotencyResult.NEW, stored, created)
 
     async def create_escalation(
-        self, escalation: Escalation, *, key: IdempotencyKey | None = None
+        self, escalation: Escalation, *, key: IdempotencyKey | None = None, alone: bool = False
     ) -> tuple[Escalation, bool]:
         """Insert an escalation, its history and its outbox row (and claim ``key``) in one
         transaction; with ``key``, ``_KeyTaken`` when a live row holds it (idempotency.py).
-        On SQLite, requests that arrive together share the transaction (creates.py)."""
-        if self._thread_engine is not None and key is None:
+        Requests without a key that arrive together share the transaction (creates.py), and
+        so do keyed ones on SQLite (idempotency.py); ``alone`` takes one of its own."""
+        if key is None and not alone:
             created = await self._creates.submit(PendingCreate(escalation))
             assert created.escalation is not None
             return created.escalation, created.created
+        handoff = self._handoff
+        pending = PendingCreate(escalation, key, handoff.claim() if handoff else None)
+        try:
+            stored, outbox_id = await self._insert_alone(pending)
+        except BaseException:
+            _hand_over(handoff, [pending], CreatedBatch([], {}))
+            raise
+        rows: dict[str, int] = {escalation.id: outbox_id} if outbox_id is not None else {}
+        answer = KeyedCreation(IdempotencyResult.NEW, stored, outbox_id is not None)
+        _hand_over(handoff, [pending], CreatedBatch([answer], rows))
+        return stored, answer.created
+
+    async def _insert_alone(self, pending: PendingCreate) -> tuple[Escalation, int | None]:
+        """The per-request create: the stored escalation and its create row's id (None when
+        the conversation's open escalation answers)."""
+        escalation, key = pending.escalation, pending.key
         for _ in range(3):
             existing = await self._open_for(escalation.conversation_id)
             if existing is not None:
                 if key is not None:
                     await self._remember_key(key, existing.id)
-                return existing, False
+                return existing, None
             try:
                 async with self._write() as connection:
                     if key is not None:
@@ -177,19 +246,16 @@ class SqlStore(EventIngestion, OutboxQueries, ReportingQueries, IdempotencyKeys)
                     await connection.execute(
                         sa.insert(history), history_values(escalation.id, escalation.history)
                     )
-                    await connection.execute(
-                        sa.insert(outbox).values(
-                            escalation_id=escalation.id,
-                            kind=CREATE_TASK,
-                            due_at=escalation.created_at,
-                            created_at=escalation.created_at,
-                        )
+                    outbox_id = await connection.scalar(
+                        sa.insert(outbox)
+                        .values(outbox_row(escalation, pending.claim))
+                        .returning(outbox.c.id)
                     )
             except sa_exc.IntegrityError:
                 # Another request opened an escalation for this conversation meanwhile: the
                 # partial unique index refused ours. Read theirs on the next turn.
                 continue
-            return escalation, True
+            return escalation, int(outbox_id)
         raise StoreUnavailable("the conversation's escalation kept changing; retry")
 
     async def get_escalation(self, escalation_id: EscalationId) -> Escalation | None:
@@ -211,6 +277,7 @@ class SqlStore(EventIngestion, OutboxQueries, ReportingQueries, IdempotencyKeys)
     async def close(self) -> None:
         """Finish the batch being written, then dispose of the engine's connections."""
         await self._creates.close()
+        await self._completions.close()
         await self._event_batches.close()
         await self.engine.dispose()
         self._thread.shutdown(wait=True)
@@ -255,6 +322,38 @@ class SqlStore(EventIngestion, OutboxQueries, ReportingQueries, IdempotencyKeys)
                 .where(escalations.c.id == escalation_id)
                 .values(reconcile_after=at)
             )
+
+
+class _OneAtATime(Exception):
+    """A batch of creates met another writer's row: create each of its requests on its own."""
+
+
+def _hand_over(handoff: Handoff | None, batch: Sequence[PendingCreate], done: CreatedBatch) -> None:
+    """Give each claimed create row to the dispatcher that claimed it, once committed (or
+    give the claim back when nothing was written under it)."""
+    if handoff is None:
+        return
+    created = {c.escalation.id for c in done.results if c.created and c.escalation is not None}
+    if any(p.claim is None and p.escalation.id in created for p in batch):
+        handoff.left_unleased()
+    for pending in batch:
+        if pending.claim is None:
+            continue
+        row = done.claimed_rows.get(pending.escalation.id)
+        if row is None:
+            handoff.take(pending.claim, None)
+            continue
+        escalation = pending.escalation
+        item = OutboxItem(
+            id=OutboxId(row),
+            escalation_id=escalation.id,
+            kind=CREATE_TASK,
+            attempts=0,
+            ambiguous=False,
+            due_at=escalation.created_at,
+            escalation=escalation,
+        )
+        handoff.take(pending.claim, item)
 
 
 async def open_store(
