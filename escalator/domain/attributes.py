@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from escalator.domain.escalation import Escalation
@@ -101,16 +101,22 @@ class TaskAttributes:
 
     def to_json(self) -> str:
         """Compact JSON; absent optional fields and false trim flags are left out."""
-        fields = asdict(self)
-        extra = fields.pop("extra")
-        body = {key: value for key, value in fields.items() if value not in (None, False)}
+        # The fields as they are, not asdict's deep copies: json.dumps only reads them.
+        body = {
+            name: value
+            for name in _FIELDS
+            if (value := getattr(self, name)) is not None and value is not False
+        }
         body["reason_known"] = self.reason_known
         # Routing-file attributes never override the ones escalator itself writes.
-        merged = {**extra, **body}
+        merged = {**self.extra, **body}
         # ensure_ascii: the encoded text is then pure ASCII, so its length in characters equals
         # its length in bytes and bounds both; TaskRouter's limit is stated in characters, and
         # whichever it counts, an ASCII text within the limit is within it.
         return json.dumps(merged, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+_FIELDS = tuple(f.name for f in fields(TaskAttributes) if f.name != "extra")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +189,12 @@ def encode_attributes(
         _trim_summary,
         lambda a, _limit: replace(a, customer=None, customer_truncated=True, truncated=True),
     )
+    encoded = attrs.to_json()
     for step in steps:
-        if len(attrs.to_json()) <= limit:
+        if len(encoded) <= limit:
             break
         attrs = step(attrs, limit)
-    encoded = attrs.to_json()
+        encoded = attrs.to_json()
     if len(encoded) > limit:
         raise ValueError(f"task attributes need {len(encoded)} characters, over {limit}")
     return EncodedAttributes(json=encoded, truncated=attrs.truncated)

@@ -127,7 +127,9 @@ class _Batch:
     def saved_states(self) -> list[dict[str, Any]]:
         return [
             {"saved_id": escalation_id, "saved_version": version, **state_values(after)}
-            for escalation_id, version in self.loaded_version.items()
+            # In the order of their ids, as completions lock them (completes.py): PostgreSQL
+            # transactions that lock rows in one order never wait on each other in a cycle.
+            for escalation_id, version in sorted(self.loaded_version.items())
             if (after := self.current[escalation_id]).version != version
         ]
 

@@ -113,26 +113,42 @@ class OutboxQueries(StoreConnections):
         cancel_task: TaskSid | None = None,
     ) -> bool:
         """Save the new state and drop the row, and owe ``cancel_task``'s cancel (due at
-        ``current.updated_at``); False when the lease or the version was lost. On SQLite,
-        completions ready together share a transaction (completes.py)."""
-        completion = Completion(item, owner, previous, current, cancel_task)
+        ``current.updated_at``); False when the lease or the version was lost. Completions
+        ready together share a transaction (completes.py)."""
+        return await self._completions.submit(
+            Completion(item, owner, previous, current, cancel_task)
+        )
+
+    async def _complete_batch(self, batch: Sequence[Completion]) -> list[bool | BaseException]:
+        """A batch of completions in one transaction: on SQLite's writer thread (one writer,
+        so a lease checked in the transaction cannot be lost in it), or on PostgreSQL in the
+        order of their escalations' ids (two batches lock rows in the same order, never in a
+        cycle); there, a batch that met another writer is done again one at a time."""
         if self._thread_engine is not None:
-            return await self._completions.submit(completion)
+            done = await self._write_in_thread(partial(run_in_thread, complete_plan(batch)))
+            self._completed([c for c, ok in zip(batch, done, strict=True) if ok])
+            return list(done)
+        ordered = sorted(range(len(batch)), key=lambda i: (batch[i].current.id, i))
         try:
             async with self._write() as connection:
-                (done,) = await run_on_loop(complete_plan([completion]), connection)
-        except LostLease:
-            return False
-        if done:
-            self._completed([completion])
-        return done
+                done = await run_on_loop(complete_plan([batch[i] for i in ordered]), connection)
+        except Exception as exc:
+            if len(batch) > 1:
+                return [await self._complete_alone(completion) for completion in batch]
+            if isinstance(exc, LostLease):
+                return [False]
+            raise
+        results = [False] * len(batch)
+        for position, ok in zip(ordered, done, strict=True):
+            results[position] = ok
+        self._completed([c for c, ok in zip(batch, results, strict=True) if ok])
+        return list(results)
 
-    async def _complete_batch(self, batch: Sequence[Completion]) -> list[bool]:
-        """SQLite: a batch of completions in one transaction on the writer thread (one writer,
-        so a lease checked in the transaction cannot be lost in it)."""
-        done = await self._write_in_thread(partial(run_in_thread, complete_plan(batch)))
-        self._completed([c for c, ok in zip(batch, done, strict=True) if ok])
-        return done
+    async def _complete_alone(self, completion: Completion) -> bool | BaseException:
+        try:
+            return (await self._complete_batch([completion]))[0]
+        except Exception as exc:  # this completion's own failure, not the others'
+            return exc
 
     def _completed(self, completions: Sequence[Completion]) -> None:
         """After the commit: events find these states decoded, and watchers hear of them."""
