@@ -190,12 +190,9 @@ class Dispatcher:
                 if free > 0 and (self._in_hand == 0 or free >= self._refill):
                     self._wakeup.clear()  # this lease sees every commit made before it
                     try:
-                        left = self._unleased_left
                         leased = await self._start(free)
                         outage = 0
                         backlog = leased == free
-                        if not backlog and left == self._unleased_left:
-                            self._unleased_waiting = False
                     except StoreUnavailable:
                         backlog = False
                         outage += 1
@@ -219,8 +216,7 @@ class Dispatcher:
                 task.cancel()
             raise
         finally:
-            while self._working:
-                await asyncio.gather(*self._working, return_exceptions=True)
+            await self.settle()
 
     async def _rest(self, seconds: float, *, backlog: bool) -> None:
         """Wait up to ``seconds``. A commit (wake) ends the wait early: new work, or the
@@ -259,13 +255,23 @@ class Dispatcher:
         return len(items)
 
     async def _lease_due(self, limit: int) -> list[OutboxItem]:
-        return await self._store.lease_outbox(
+        left = self._unleased_left
+        items = await self._store.lease_outbox(
             owner=self._owner,
             now=self._clock(),
             lease_for=self._lease,
             limit=limit,
             kinds=self._kinds,
         )
+        if len(items) < limit and left == self._unleased_left:
+            # Every row left unleased before this lease is in hand now: claim new ones again.
+            self._unleased_waiting = False
+        return items
+
+    async def settle(self) -> None:
+        """Wait until the rows in hand, handed over or leased, are done."""
+        while self._working:
+            await asyncio.gather(*self._working, return_exceptions=True)
 
     async def _carry_out(self, items: list[OutboxItem], deadline: float) -> None:
         """Handle leased rows concurrently, their ambiguous creates looked up together first;

@@ -1,11 +1,13 @@
-"""Escalations created in group commits, on SQLite: many acknowledgements, one commit.
+"""Escalations created in group commits: many acknowledgements, one commit.
 
-SQLite has one writer and each commit is an fsync, so one transaction per ``POST /escalations``
-queues every request behind the commits of those before it. Requests that arrive together are
-created together instead: in one transaction, run whole on the writer thread, two reads for the
-batch (the conversations' open escalations, the idempotency keys), the same decisions as one at
-a time in arrival order, then one insert per table. Each request is answered after the commit.
-PostgreSQL takes concurrent transactions and keeps one per request (sql.py, idempotency.py).
+Each commit is an fsync, and SQLite has one writer, so one transaction per ``POST
+/escalations`` queues every request behind the commits of those before it (and on PostgreSQL
+costs a transaction's round trips and a pool connection each). Requests without an
+``Idempotency-Key`` that arrive together are created together instead (on SQLite keyed ones
+too): in one transaction (on SQLite run whole on the writer thread), two reads for the batch
+(the conversations' open escalations, the idempotency keys), the same decisions as one at a
+time in arrival order, then one insert per table. Each request is answered after the commit.
+New create rows are written leased to this process's dispatcher while it has room (sql.py).
 """
 
 from __future__ import annotations

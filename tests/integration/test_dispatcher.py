@@ -194,3 +194,30 @@ async def test_a_slow_create_holds_back_no_escalation_due_after_it(service: Serv
     # Stopping finishes the rows in hand.
     assert (await service.get(slow))["task_sid"] is not None
     assert len(await _tasks(service)) == 2
+
+
+async def test_a_new_escalation_gets_its_task_from_the_handoff_without_a_lease(
+    service: Service,
+) -> None:
+    service.store.hand_new_work_to(service.dispatcher)
+    escalation_id = await _escalate(service)
+    await service.dispatcher.settle()
+    body = await service.get(escalation_id)
+    assert body["status"] == "queued"
+    assert len(await _tasks(service)) == 1
+    assert await service.store.outbox_backlog() == 0
+    assert await service.dispatcher.run_once() == 0
+
+
+async def test_rows_left_unleased_go_before_new_ones_are_claimed(service: Service) -> None:
+    service.store.hand_new_work_to(service.dispatcher)
+    service.dispatcher.left_unleased()  # as when a burst found the hand full
+    waiting = await _escalate(service, conversation_id="waiting")
+    newer = await _escalate(service, conversation_id="newer")
+    await service.dispatcher.settle()
+    assert [(await service.get(i))["status"] for i in (waiting, newer)] == ["received"] * 2
+    assert await service.dispatcher.run_once() == 2  # the lease finds both, with room to spare
+    latest = await _escalate(service, conversation_id="latest")
+    await service.dispatcher.settle()
+    assert (await service.get(latest))["status"] == "queued"
+    assert await service.dispatcher.run_once() == 0
