@@ -87,6 +87,16 @@ ServiceFactory = Callable[..., Awaitable[Service]]
 
 
 @pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SqlStore]:
+    """The store on each database, migrated (the store contract tests)."""
+    opened = await open_store(database_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
 async def service_factory(sim: Sim, sqlite_url: str) -> AsyncIterator[ServiceFactory]:
     """Builds the service; the dispatcher is not looping: tests call ``run_once``."""
     opened: list[tuple[TestClient[web.Request, web.Application], SqlStore, TaskRouterClient]] = []

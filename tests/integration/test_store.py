@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,15 +30,6 @@ LEASE = timedelta(seconds=30)
 TASK = TaskSid("WT" + "1" * 32)
 RES = ReservationSid("WR" + "1" * 32)
 WK = WorkerSid("WK" + "1" * 32)
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    opened = await open_store(database_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _new(number: int, **fields: object) -> Escalation:

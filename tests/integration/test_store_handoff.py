@@ -4,11 +4,9 @@ together: the store's side, on a real SQLite file and a real PostgreSQL database
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from escalator.domain.escalation import Escalation, task_attached
@@ -41,15 +39,6 @@ class RecordingHandoff:
 
     def left_unleased(self) -> None:
         self.left += 1
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    opened = await open_store(database_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _new(number: int, **fields: object) -> Escalation:

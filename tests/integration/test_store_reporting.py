@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
-
-import pytest
 
 from escalator.domain.changes import cancel_for_client, client_canceled
 from escalator.domain.escalation import Escalation, Status, task_attached
 from escalator.domain.ids import EscalationId, TaskSid
 from escalator.store import CANCEL_TASK, CREATE_TASK, STATUS_CALLBACK
-from escalator.store.sql import SqlStore, open_store
+from escalator.store.sql import SqlStore
 from tests.unit.factories import NOW, escalation
-
-
-@pytest.fixture
-async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    opened = await open_store(database_url)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def _new(number: int, *, seconds: int, **fields: object) -> Escalation:
