@@ -1,10 +1,11 @@
 """PostgreSQL LISTEN/NOTIFY: every replica hears at once what any replica committed.
 
-Triggers (migration 0005) notify ``escalator_changes`` with the id of each escalation saved and
-``escalator_outbox`` when a side effect is owed, at commit. One dedicated connection per process
-listens: a change wakes the streams following that escalation, an owed side effect wakes the
-dispatcher. Notifications sent while nobody listened are lost, so after each (re)connection
-everything is woken once; the streams' and the dispatcher's slow polls remain the safety net.
+Triggers (migrations 0005 and 0006) notify ``escalator_changes`` with the id of each escalation
+saved and ``escalator_outbox`` when a side effect is owed that no dispatcher holds, at commit.
+One dedicated connection per process listens: a change wakes the streams following that
+escalation, an owed side effect wakes the dispatcher. Notifications sent while nobody listened
+are lost, so after each (re)connection everything is woken once; the streams' and the
+dispatcher's slow polls remain the safety net.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ from tests.integration.conftest import (
     free_port,
     make_settings,
 )
+from tests.integration.test_store_handoff import RecordingHandoff
+from tests.integration.test_store_handoff import numbered as _numbered
 from tests.integration.webhooks import body, escalate, post_signed
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
@@ -128,6 +130,24 @@ async def test_only_saved_changes_are_announced_not_the_reconcilers_claims(
     later = await escalate(a, "after-the-claim")
     await _until(lambda: later in replica.feed.ids, replica.feed.published)
     assert quiet not in replica.feed.ids
+
+
+async def test_a_create_row_handed_to_its_own_dispatcher_wakes_no_other(
+    postgres_url: str, replica: Replica
+) -> None:
+    a = await open_store(postgres_url)
+    try:
+        a.hand_new_work_to(RecordingHandoff(room=1))
+        handed, _ = await a.create_escalation(_numbered(1))
+        a.hand_new_work_to(None)
+        unleased, _ = await a.create_escalation(_numbered(2))
+        # In commit order: once the second escalation is heard, the first one's outbox
+        # notification, had there been one, would have been heard before it.
+        await _until(lambda: unleased.id in replica.feed.ids, replica.feed.published)
+        assert handed.id in replica.feed.ids
+        assert replica.sample("escalator_notifications_total", channel="outbox") == 1
+    finally:
+        await a.close()
 
 
 async def test_leases_given_back_wake_the_other_dispatchers(
@@ -275,7 +295,7 @@ async def test_sqlite_gets_no_triggers_and_starts_no_listener(
             )
             revision = await connection.scalar(sa.text("SELECT version_num FROM alembic_version"))
         assert triggers == 0
-        assert revision == head_revision() == "0005"
+        assert revision == head_revision() == "0006"
         assert change_listener(store, metrics=Metrics()) is None
     finally:
         await store.close()

@@ -41,7 +41,8 @@ class RecordingHandoff:
         self.left += 1
 
 
-def _new(number: int, **fields: object) -> Escalation:
+def numbered(number: int, **fields: object) -> Escalation:
+    """An escalation of its own conversation, with an id of its own."""
     value = escalation(conversation_id=f"conv-{number}", **fields)
     return replace(value, id=EscalationId(f"esc_{number:032x}"))
 
@@ -57,7 +58,7 @@ async def test_a_claimed_create_row_is_written_leased_and_handed_over_with_its_e
 ) -> None:
     handoff = RecordingHandoff(room=5)
     store.hand_new_work_to(handoff)
-    value, created = await store.create_escalation(_new(1))
+    value, created = await store.create_escalation(numbered(1))
 
     assert created
     [(claim, item)] = handoff.taken
@@ -82,7 +83,7 @@ async def test_a_handed_over_row_whose_holder_died_is_taken_over_as_ambiguous(
     store: SqlStore,
 ) -> None:
     store.hand_new_work_to(RecordingHandoff(room=5))
-    await store.create_escalation(_new(1))
+    await store.create_escalation(numbered(1))
     later = NOW + LEASE + timedelta(seconds=1)
     [taken_over] = await store.lease_outbox(owner="other", now=later, lease_for=LEASE, limit=5)
     # The holder may have been creating the task: the new owner looks for it first.
@@ -94,7 +95,7 @@ async def test_without_room_the_row_is_written_unleased_and_leased_with_its_esca
 ) -> None:
     handoff = RecordingHandoff(room=1)
     store.hand_new_work_to(handoff)
-    first, second = _new(1), _new(2)
+    first, second = numbered(1), numbered(2)
     await asyncio.gather(store.create_escalation(first), store.create_escalation(second))
 
     assert [item is not None for _, item in handoff.taken] == [True]
@@ -108,10 +109,10 @@ async def test_without_room_the_row_is_written_unleased_and_leased_with_its_esca
 async def test_a_claim_comes_back_when_the_conversation_already_has_an_open_escalation(
     store: SqlStore,
 ) -> None:
-    first, _ = await store.create_escalation(_new(1))
+    first, _ = await store.create_escalation(numbered(1))
     handoff = RecordingHandoff(room=5)
     store.hand_new_work_to(handoff)
-    got, created = await store.create_escalation(replace(_new(2), conversation_id="conv-1"))
+    got, created = await store.create_escalation(replace(numbered(2), conversation_id="conv-1"))
 
     assert (got.id, created) == (first.id, False)
     assert [item for _, item in handoff.taken] == [None]
@@ -124,7 +125,7 @@ async def test_a_keyed_create_is_handed_over_too(store: SqlStore) -> None:
     key = IdempotencyKey(
         scope="s", key="k", fingerprint="f", received_at=NOW, expires_at=NOW + LEASE
     )
-    outcome = await store.create_escalation_with_key(_new(1), key)
+    outcome = await store.create_escalation_with_key(numbered(1), key)
 
     assert (outcome.result, outcome.created) == (IdempotencyResult.NEW, True)
     [(_, item)] = handoff.taken
@@ -135,7 +136,7 @@ async def test_a_keyed_create_is_handed_over_too(store: SqlStore) -> None:
 async def test_completions_committed_together_are_each_decided_on_their_own(
     store: SqlStore,
 ) -> None:
-    values = [(await store.create_escalation(_new(n)))[0] for n in range(3)]
+    values = [(await store.create_escalation(numbered(n)))[0] for n in range(3)]
     items = await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=5)
     by_id = {item.escalation_id: item for item in items}
     attached = [task_attached(v, TaskSid(f"WT{n:032d}"), now=NOW) for n, v in enumerate(values)]
@@ -166,7 +167,7 @@ async def test_completions_committed_together_are_each_decided_on_their_own(
 async def test_on_postgresql_a_failing_completion_fails_alone(postgres_url: str) -> None:
     store = await open_store(postgres_url)
     try:
-        values = [(await store.create_escalation(_new(n)))[0] for n in range(2)]
+        values = [(await store.create_escalation(numbered(n)))[0] for n in range(2)]
         items = await store.lease_outbox(owner="a", now=NOW, lease_for=LEASE, limit=5)
         by_id = {item.escalation_id: item for item in items}
         good = task_attached(values[0], TaskSid("WT" + "1" * 32), now=NOW)
